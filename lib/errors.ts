@@ -1,0 +1,96 @@
+/**
+ * Every error natstate raises on purpose is a `NatstateError` with a stable `code`,
+ * so callers can branch on the class or the code and never parse messages.
+ */
+export class NatstateError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** An append found the stream at another version than the caller expected. Nothing was stored. */
+export class ConcurrencyError extends NatstateError {
+  constructor(
+    readonly stream: string,
+    readonly expectedVersion: number,
+    readonly actualVersion: number,
+  ) {
+    super(
+      'CONCURRENCY',
+      `stream ${stream}: expected version ${expectedVersion} but it is at ${actualVersion}; nothing was stored`,
+    );
+  }
+}
+
+/** The actor id is empty, not a string, or longer than `MAX_ACTOR_ID_BYTES`. */
+export class InvalidActorIdError extends NatstateError {
+  constructor(readonly actorId: unknown, reason: string) {
+    super('INVALID_ACTOR_ID', `invalid actor id: ${reason}`);
+  }
+}
+
+/** A namespace, actor type name or subject prefix is empty, too long or not a string. */
+export class InvalidNameError extends NatstateError {
+  constructor(readonly kind: 'namespace' | 'actor type' | 'prefix', readonly value: unknown, reason: string) {
+    super('INVALID_NAME', `invalid ${kind}: ${reason}`);
+  }
+}
+
+/** The node hosts no actor type by this name. */
+export class UnknownActorTypeError extends NatstateError {
+  constructor(readonly actorType: string, readonly known: readonly string[]) {
+    super('UNKNOWN_ACTOR_TYPE', `unknown actor type "${actorType}"; this node hosts: ${known.join(', ') || '(none)'}`);
+  }
+}
+
+/** The command is not an event object, or names an event type the machine never handles. */
+export class InvalidEventError extends NatstateError {
+  constructor(readonly actorType: string, readonly event: unknown, reason: string) {
+    super('INVALID_EVENT', `invalid event for actor type "${actorType}": ${reason}`);
+  }
+}
+
+/** Bytes that do not decode to the expected message. Nothing derived from them was stored. */
+export class DecodeError extends NatstateError {
+  constructor(readonly what: string, reason: string, options?: { cause?: unknown }) {
+    super('DECODE', `cannot decode ${what}: ${reason}`, options);
+  }
+}
+
+/** An encoded message would exceed the server's max_payload. Nothing was sent or stored. */
+export class PayloadTooLargeError extends NatstateError {
+  constructor(readonly what: string, readonly size: number, readonly limit: number) {
+    super('PAYLOAD_TOO_LARGE', `${what} is ${size} bytes, over the limit of ${limit} bytes; nothing was stored`);
+  }
+}
+
+/** An operation did not complete before its deadline. */
+export class TimeoutError extends NatstateError {
+  constructor(readonly operation: string, readonly timeoutMs: number, options?: { cause?: unknown }) {
+    super('TIMEOUT', `${operation} timed out after ${timeoutMs} ms`, options);
+  }
+}
+
+/** The node (or store, or bus) was closed; the operation was not performed. */
+export class ClosedError extends NatstateError {
+  constructor(what: string) {
+    super('CLOSED', `${what} is closed`);
+  }
+}
+
+/** The event store could not complete an operation (server error, lost connection). */
+export class EventStoreError extends NatstateError {
+  constructor(readonly stream: string, reason: string, options?: { cause?: unknown }) {
+    super('EVENT_STORE', `event store, stream ${stream}: ${reason}`, options);
+  }
+}
+
+/** The NATS server is missing a capability natstate needs (for example JetStream). */
+export class ServerCapabilityError extends NatstateError {
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super('SERVER_CAPABILITY', reason, options);
+  }
+}
