@@ -1,0 +1,330 @@
+/**
+ * The event-sourced actor host of one node: it owns the resident actors of every actor
+ * type, their mailboxes, recovery, snapshots and passivation.
+ *
+ * Path of one command: validate → mailbox → (recover if not resident) → pure
+ * `step` → append to the event store with `expectedVersion` → only after the append is
+ * acknowledged: commit the snapshot, run the actions, publish `EventStored`, reply.
+ * Commands queued behind an append in flight are group-committed in the next append.
+ */
+import type { AnyMachineSnapshot, AnyStateMachine, EventObject } from 'xstate';
+import { v4 as uuid } from 'uuid';
+import type { EventStore } from '../eventstore/eventstore.js';
+import type { EventBus, EventStored } from '../eventbus/eventbus.js';
+import { ClosedError, ConcurrencyError, UnknownActorTypeError } from '../errors.js';
+import { validateActorId } from '../subjects.js';
+import { ActorType, type ExecutableAction } from './actor-type.js';
+import { ResidentActor, type Envelope, type Reply } from './resident-actor.js';
+
+export interface ActorHostOptions {
+  readonly namespace: string;
+  readonly nodeId: string;
+  readonly actors: Readonly<Record<string, AnyStateMachine>>;
+  readonly store: EventStore;
+  readonly bus: EventBus;
+  /** Save a snapshot every N events (0 disables). Default 100. */
+  readonly snapshotEvery?: number;
+  /** Evict actors idle for this long (0 disables). Default 300,000 ms. */
+  readonly passivateAfterMs?: number;
+  /** Most commands group-committed in one append. Default 256. */
+  readonly maxBatch?: number;
+  /** Command ids remembered per actor for idempotent retries. Default 128. */
+  readonly idempotencyWindow?: number;
+  /** Receives errors that have no caller to go to (side effects, snapshots, bus). */
+  readonly onError?: (error: unknown, context: string) => void;
+}
+
+/** Appends retried after a `ConcurrencyError` (another writer) before giving up. */
+const CONFLICT_RETRIES = 3;
+
+export class ActorHost {
+  private readonly types = new Map<string, ActorType>();
+  private readonly residents = new Map<string, Map<string, ResidentActor>>();
+  private readonly snapshotEvery: number;
+  private readonly passivateAfterMs: number;
+  private readonly maxBatch: number;
+  private readonly window: number;
+  private readonly onError: (error: unknown, context: string) => void;
+  private readonly sweeper?: NodeJS.Timeout;
+  private readonly idle = new Set<() => void>();
+  private running = 0;
+  private closed = false;
+
+  constructor(private readonly options: ActorHostOptions) {
+    for (const [name, machine] of Object.entries(options.actors)) this.types.set(name, new ActorType(name, machine));
+    this.snapshotEvery = options.snapshotEvery ?? 100;
+    this.passivateAfterMs = options.passivateAfterMs ?? 300_000;
+    this.maxBatch = options.maxBatch ?? 256;
+    this.window = options.idempotencyWindow ?? 128;
+    this.onError = options.onError ?? ((error, context) => process.emitWarning(`natstate ${context}: ${String(error)}`));
+    if (this.passivateAfterMs > 0 && Number.isFinite(this.passivateAfterMs)) {
+      this.sweeper = setInterval(() => this.passivate(), Math.max(10, this.passivateAfterMs / 2));
+      this.sweeper.unref();
+    }
+  }
+
+  get typeNames(): string[] {
+    return [...this.types.keys()];
+  }
+
+  /** Number of actors currently in memory. */
+  get residentCount(): number {
+    let n = 0;
+    for (const byId of this.residents.values()) n += byId.size;
+    return n;
+  }
+
+  isResident(type: string, id: string): boolean {
+    return this.residents.get(type)?.has(id) ?? false;
+  }
+
+  /** Validates and enqueues a command (or, without `event`, a state query). */
+  dispatch(type: string, id: string, event: EventObject | undefined, commandId: string | undefined): Promise<Reply> {
+    if (this.closed) return Promise.reject(new ClosedError(`node ${this.options.nodeId}`));
+    const actorType: ActorType | undefined = this.types.get(type);
+    try {
+      if (!actorType) throw new UnknownActorTypeError(type, this.typeNames);
+      validateActorId(id);
+      if (event !== undefined) actorType.validateEvent(event);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    let byId = this.residents.get(type);
+    if (!byId) this.residents.set(type, (byId = new Map()));
+    let actor = byId.get(id);
+    if (!actor) byId.set(id, (actor = new ResidentActor(type, id)));
+    const resident = actor;
+    return new Promise<Reply>((resolve, reject) => {
+      resident.mailbox.push({ event, commandId: commandId ?? uuid(), resolve, reject });
+      if (!resident.running) void this.run(actorType!, resident);
+    });
+  }
+
+  /** Another node stored events for this actor: catch up before its next command. */
+  noteForeignCommit(n: EventStored): void {
+    const actor = this.residents.get(n.type)?.get(n.id);
+    if (actor && actor.loaded && n.version > actor.version) actor.stale = true;
+  }
+
+  private async run(type: ActorType, actor: ResidentActor): Promise<void> {
+    actor.running = true;
+    this.running++;
+    try {
+      while (actor.mailbox.length > 0) {
+        if (!actor.loaded || actor.stale) {
+          try {
+            await this.load(type, actor);
+          } catch (error) {
+            this.failAll(actor, error);
+            this.residents.get(actor.type)?.delete(actor.id);
+            return;
+          }
+        }
+        const batch = actor.mailbox.length <= this.maxBatch ? actor.mailbox : actor.mailbox.slice(0, this.maxBatch);
+        actor.mailbox = batch === actor.mailbox ? [] : actor.mailbox.slice(this.maxBatch);
+        await this.process(type, actor, batch);
+      }
+    } finally {
+      actor.running = false;
+      actor.lastUsed = Date.now();
+      if (--this.running === 0) for (const wake of [...this.idle]) wake();
+    }
+  }
+
+  private failAll(actor: ResidentActor, error: unknown): void {
+    const mailbox = actor.mailbox;
+    actor.mailbox = [];
+    for (const envelope of mailbox) envelope.reject(error);
+  }
+
+  /** Recovers the actor (snapshot + replay), or catches a stale one up with the store. */
+  private async load(type: ActorType, actor: ResidentActor): Promise<void> {
+    const { store } = this.options;
+    const stream = { type: actor.type, id: actor.id };
+    if (!actor.loaded) {
+      actor.snapshot = type.initial({ type: actor.type, id: actor.id });
+      actor.version = 0;
+      actor.sequence = 0;
+      actor.snapshotVersion = 0;
+      actor.forget();
+      let record;
+      try {
+        record = await store.loadSnapshot(stream);
+      } catch (error) {
+        // A snapshot is an optimisation: an unreadable one is reported and replaced by a full replay.
+        this.onError(error, `snapshot of ${actor.type}/${actor.id} ignored`);
+      }
+      if (record && record.fingerprint === type.fingerprint) {
+        try {
+          actor.snapshot = type.restore(record.state);
+          actor.version = record.version;
+          actor.sequence = record.sequence;
+          actor.snapshotVersion = record.version;
+          const first = record.version - record.commandIds.length + 1;
+          record.commandIds.forEach((commandId, i) => actor.remember(commandId, first + i, this.window));
+        } catch (error) {
+          this.onError(error, `snapshot of ${actor.type}/${actor.id} ignored`);
+          actor.snapshot = type.initial({ type: actor.type, id: actor.id });
+          actor.version = actor.sequence = actor.snapshotVersion = 0;
+          actor.forget();
+        }
+      }
+    }
+    actor.stale = false;
+    let snapshot = actor.snapshot;
+    for await (const e of store.read(stream, { fromVersion: actor.version, fromSequence: actor.sequence || undefined })) {
+      snapshot = type.replay(snapshot, e.event);
+      actor.version = e.version;
+      actor.sequence = e.sequence;
+      actor.remember(e.commandId, e.version, this.window);
+    }
+    actor.snapshot = snapshot;
+    actor.loaded = true;
+  }
+
+  private async process(type: ActorType, actor: ResidentActor, batch: Envelope[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const base = actor.snapshot;
+      const baseVersion = actor.version;
+      let snapshot = base;
+      const events: EventObject[] = [];
+      const commandIds: string[] = [];
+      const actions: ExecutableAction[] = [];
+      const outcome: { accepted: boolean; version: number; duplicate: boolean; snapshot: AnyMachineSnapshot }[] = [];
+      const inBatch = new Map<string, number>();
+      for (const envelope of batch) {
+        const applied = actor.appliedVersion(envelope.commandId) ?? inBatch.get(envelope.commandId);
+        if (envelope.event === undefined || applied !== undefined) {
+          outcome.push({ accepted: applied !== undefined, version: applied ?? baseVersion + events.length, duplicate: applied !== undefined, snapshot });
+          continue;
+        }
+        const step = type.step(snapshot, envelope.event);
+        if (!step.changed) {
+          outcome.push({ accepted: false, version: baseVersion + events.length, duplicate: false, snapshot });
+          continue;
+        }
+        snapshot = step.snapshot;
+        events.push(envelope.event);
+        commandIds.push(envelope.commandId);
+        for (const action of step.actions) actions.push(action);
+        inBatch.set(envelope.commandId, baseVersion + events.length);
+        outcome.push({ accepted: true, version: baseVersion + events.length, duplicate: false, snapshot });
+      }
+
+      let sequence = actor.sequence;
+      if (events.length > 0) {
+        try {
+          const result = await this.options.store.append({ type: actor.type, id: actor.id }, events, {
+            expectedVersion: baseVersion,
+            commandIds,
+            commitId: uuid(),
+          });
+          sequence = result.sequence;
+        } catch (error) {
+          if (error instanceof ConcurrencyError && attempt < CONFLICT_RETRIES) {
+            // Another writer moved the stream: catch up, then decide these commands again.
+            try {
+              await this.load(type, actor);
+              continue;
+            } catch (loadError) {
+              error = loadError;
+            }
+          }
+          // The outcome of a failed append may be unknown: re-read the stream before the next command.
+          actor.stale = true;
+          for (const envelope of batch) envelope.reject(error);
+          return;
+        }
+      }
+
+      // Durable: commit, run side effects, publish, reply.
+      actor.snapshot = snapshot;
+      actor.version = baseVersion + events.length;
+      actor.sequence = sequence;
+      for (let i = 0; i < commandIds.length; i++) actor.remember(commandIds[i], baseVersion + i + 1, this.window);
+      for (const action of actions) this.execute(action, actor);
+      if (events.length > 0) {
+        this.publish(actor, events, commandIds, sequence);
+        if (this.snapshotEvery > 0 && actor.version - actor.snapshotVersion >= this.snapshotEvery) this.saveSnapshot(type, actor);
+      }
+      for (let i = 0; i < batch.length; i++) {
+        const o = outcome[i];
+        batch[i].resolve({ accepted: o.accepted, version: o.version, commandId: batch[i].commandId, duplicate: o.duplicate, snapshot: o.snapshot });
+      }
+      return;
+    }
+  }
+
+  private execute(action: ExecutableAction, actor: ResidentActor): void {
+    // XState built-ins (sendTo, raise with delay, spawn...) would act on the inert scope;
+    // only the machine's own action implementations are side effects natstate runs.
+    if (!action.exec || action.type.startsWith('xstate.')) return;
+    try {
+      action.exec(action.info, action.params);
+    } catch (error) {
+      this.onError(error, `action "${action.type}" of ${actor.type}/${actor.id}`);
+    }
+  }
+
+  private publish(actor: ResidentActor, events: EventObject[], commandIds: string[], sequence: number): void {
+    try {
+      this.options.bus.publish({
+        namespace: this.options.namespace,
+        type: actor.type,
+        id: actor.id,
+        version: actor.version,
+        sequence,
+        events,
+        commandIds,
+        origin: this.options.nodeId,
+      });
+    } catch (error) {
+      this.onError(error, `EventStored of ${actor.type}/${actor.id}`);
+    }
+  }
+
+  private saveSnapshot(type: ActorType, actor: ResidentActor): void {
+    actor.snapshotVersion = actor.version;
+    const record = {
+      version: actor.version,
+      sequence: actor.sequence,
+      fingerprint: type.fingerprint,
+      state: type.persist(actor.snapshot),
+      commandIds: actor.recentCommandIds(),
+      time: Date.now(),
+    };
+    this.options.store.saveSnapshot({ type: actor.type, id: actor.id }, record).catch((error) => {
+      this.onError(error, `snapshot of ${actor.type}/${actor.id}`);
+    });
+  }
+
+  /** Evicts actors idle for longer than `passivateAfterMs`; they recover on their next command. */
+  passivate(olderThan = Date.now() - this.passivateAfterMs): number {
+    let evicted = 0;
+    for (const byId of this.residents.values()) {
+      for (const [id, actor] of byId) {
+        if (!actor.running && actor.mailbox.length === 0 && actor.lastUsed <= olderThan) {
+          byId.delete(id);
+          evicted++;
+        }
+      }
+    }
+    return evicted;
+  }
+
+  /** Stops taking commands, lets queued ones finish, then evicts everything. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    while (this.running > 0) {
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.idle.delete(wake);
+          resolve();
+        };
+        this.idle.add(wake);
+      });
+    }
+    this.residents.clear();
+  }
+}

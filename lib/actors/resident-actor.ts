@@ -1,0 +1,68 @@
+import type { AnyMachineSnapshot, EventObject } from 'xstate';
+
+/** A command or a state query waiting in an actor's mailbox. */
+export interface Envelope {
+  /** Absent for a state query. */
+  readonly event?: EventObject;
+  readonly commandId: string;
+  readonly resolve: (reply: Reply) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+export interface Reply {
+  readonly accepted: boolean;
+  readonly version: number;
+  readonly commandId: string;
+  /** True when the command id had already been applied; nothing new was stored. */
+  readonly duplicate: boolean;
+  readonly snapshot: AnyMachineSnapshot;
+}
+
+/**
+ * One actor in memory: its current snapshot and version, its mailbox and the command ids
+ * it applied recently (for idempotent retries). Kept deliberately small: a node may
+ * hold hundreds of thousands of these.
+ */
+export class ResidentActor {
+  snapshot!: AnyMachineSnapshot;
+  version = 0;
+  /** Store position of the event at `version` (0 when unknown or none). */
+  sequence = 0;
+  /** Version of the last snapshot saved to the store. */
+  snapshotVersion = 0;
+  loaded = false;
+  running = false;
+  /** Another writer stored events beyond `version`: catch up before the next command. */
+  stale = false;
+  lastUsed = 0;
+  mailbox: Envelope[] = [];
+  /** Recently applied command id → version it produced; insertion-ordered, bounded. */
+  private recent?: Map<string, number>;
+
+  constructor(
+    readonly type: string,
+    readonly id: string,
+  ) {}
+
+  remember(commandId: string, version: number, window: number): void {
+    const recent = (this.recent ??= new Map());
+    recent.set(commandId, version);
+    if (recent.size > window) recent.delete(recent.keys().next().value as string);
+  }
+
+  appliedVersion(commandId: string): number | undefined {
+    return this.recent?.get(commandId);
+  }
+
+  /** Recent command ids, oldest first (their versions are consecutive up to `version`). */
+  recentCommandIds(): string[] {
+    if (!this.recent) return [];
+    const ids: string[] = [];
+    for (const [id, v] of this.recent) if (v > this.version - this.recent.size) ids.push(id);
+    return ids;
+  }
+
+  forget(): void {
+    this.recent = undefined;
+  }
+}

@@ -1,0 +1,29 @@
+/** The public surface of natstate. */
+export { createNode } from './node.js';
+export type { ActorTypes, NodeOptions, NatstateNode, CommandOptions, SendResult, AskResult, ActorState } from './node.js';
+export { MemoryNetwork } from './memory-network.js';
+
+export type { EventStore, AppendOptions, AppendResult, RecordedEvent, ReadOptions, StreamId, SnapshotRecord } from './eventstore/eventstore.js';
+export { MemoryEventStore } from './eventstore/memory.js';
+export { JetStreamEventStore, type JetStreamEventStoreOptions } from './eventstore/jetstream.js';
+
+export type { EventBus, EventStored, EventStoredFilter, EventStoredHandler, Unsubscribe } from './eventbus/eventbus.js';
+export { LocalEventBus, LocalEventHub } from './eventbus/local.js';
+export { NATSEventBus, type NATSEventBusOptions } from './eventbus/nats.js';
+
+export { machineFingerprint } from './actors/fingerprint.js';
+export { MAX_ACTOR_ID_BYTES, MAX_NAMESPACE_BYTES, MAX_ACTOR_TYPE_BYTES } from './subjects.js';
+export {
+  NatstateError,
+  ConcurrencyError,
+  InvalidActorIdError,
+  InvalidNameError,
+  UnknownActorTypeError,
+  InvalidEventError,
+  DecodeError,
+  PayloadTooLargeError,
+  TimeoutError,
+  ClosedError,
+  EventStoreError,
+  ServerCapabilityError,
+} from './errors.js';
