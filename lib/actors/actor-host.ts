@@ -7,7 +7,7 @@
  * acknowledged: commit the snapshot, run the actions, publish `EventStored`, reply.
  * Commands queued behind an append in flight are group-committed in the next append.
  */
-import type { AnyMachineSnapshot, AnyStateMachine, EventObject } from 'xstate';
+import type { AnyEventObject, AnyMachineSnapshot, AnyStateMachine, EventObject } from 'xstate';
 import { v4 as uuid } from 'uuid';
 import type { EventStore } from '../eventstore/eventstore.js';
 import type { EventBus, EventStored } from '../eventbus/eventbus.js';
@@ -49,6 +49,9 @@ export class ActorHost {
   private readonly idle = new Set<() => void>();
   private running = 0;
   private closed = false;
+  /** Generated command ids: unique per node (random prefix) and cheap (a counter). */
+  private readonly idPrefix = uuid() + ':';
+  private nextId = 0;
 
   constructor(private readonly options: ActorHostOptions) {
     for (const [name, machine] of Object.entries(options.actors)) this.types.set(name, new ActorType(name, machine));
@@ -79,7 +82,7 @@ export class ActorHost {
   }
 
   /** Validates and enqueues a command (or, without `event`, a state query). */
-  dispatch(type: string, id: string, event: EventObject | undefined, commandId: string | undefined): Promise<Reply> {
+  dispatch(type: string, id: string, event: AnyEventObject | undefined, commandId: string | undefined): Promise<Reply> {
     if (this.closed) return Promise.reject(new ClosedError(`node ${this.options.nodeId}`));
     const actorType: ActorType | undefined = this.types.get(type);
     try {
@@ -95,7 +98,11 @@ export class ActorHost {
     if (!actor) byId.set(id, (actor = new ResidentActor(type, id)));
     const resident = actor;
     return new Promise<Reply>((resolve, reject) => {
-      resident.mailbox.push({ event, commandId: commandId ?? uuid(), resolve, reject });
+      resident.mailbox.push(
+        commandId === undefined
+          ? { event, commandId: this.idPrefix + (this.nextId++).toString(36), generated: true, resolve, reject }
+          : { event, commandId, generated: false, resolve, reject },
+      );
       if (!resident.running) void this.run(actorType!, resident);
     });
   }
@@ -190,25 +197,32 @@ export class ActorHost {
       const events: EventObject[] = [];
       const commandIds: string[] = [];
       const actions: ExecutableAction[] = [];
-      const outcome: { accepted: boolean; version: number; duplicate: boolean; snapshot: AnyMachineSnapshot }[] = [];
-      const inBatch = new Map<string, number>();
-      for (const envelope of batch) {
-        const applied = actor.appliedVersion(envelope.commandId) ?? inBatch.get(envelope.commandId);
+      // Per envelope: the version to reply with, negative when not accepted (-(version + 1)).
+      const versions = new Array<number>(batch.length);
+      const snapshots = new Array<AnyMachineSnapshot>(batch.length);
+      const duplicates: boolean[] = [];
+      let inBatch: Map<string, number> | undefined;
+      for (let i = 0; i < batch.length; i++) {
+        const envelope = batch[i];
+        const applied = envelope.generated ? undefined : (actor.appliedVersion(envelope.commandId) ?? inBatch?.get(envelope.commandId));
         if (envelope.event === undefined || applied !== undefined) {
-          outcome.push({ accepted: applied !== undefined, version: applied ?? baseVersion + events.length, duplicate: applied !== undefined, snapshot });
+          versions[i] = applied ?? -(baseVersion + events.length + 1);
+          duplicates[i] = applied !== undefined;
+          snapshots[i] = snapshot;
           continue;
         }
         const step = type.step(snapshot, envelope.event);
+        snapshots[i] = step.snapshot;
         if (!step.changed) {
-          outcome.push({ accepted: false, version: baseVersion + events.length, duplicate: false, snapshot });
+          versions[i] = -(baseVersion + events.length + 1);
           continue;
         }
         snapshot = step.snapshot;
         events.push(envelope.event);
         commandIds.push(envelope.commandId);
         for (const action of step.actions) actions.push(action);
-        inBatch.set(envelope.commandId, baseVersion + events.length);
-        outcome.push({ accepted: true, version: baseVersion + events.length, duplicate: false, snapshot });
+        versions[i] = baseVersion + events.length;
+        if (!envelope.generated && batch.length > 1) (inBatch ??= new Map()).set(envelope.commandId, versions[i]);
       }
 
       let sequence = actor.sequence;
@@ -248,8 +262,14 @@ export class ActorHost {
         if (this.snapshotEvery > 0 && actor.version - actor.snapshotVersion >= this.snapshotEvery) this.saveSnapshot(type, actor);
       }
       for (let i = 0; i < batch.length; i++) {
-        const o = outcome[i];
-        batch[i].resolve({ accepted: o.accepted, version: o.version, commandId: batch[i].commandId, duplicate: o.duplicate, snapshot: o.snapshot });
+        const v = versions[i];
+        batch[i].resolve({
+          accepted: v >= 0,
+          version: v >= 0 ? v : -v - 1,
+          commandId: batch[i].commandId,
+          duplicate: duplicates[i] === true,
+          snapshot: snapshots[i],
+        });
       }
       return;
     }

@@ -5,6 +5,8 @@ export interface Envelope {
   /** Absent for a state query. */
   readonly event?: EventObject;
   readonly commandId: string;
+  /** The id was generated here, so it cannot repeat an earlier command. */
+  readonly generated: boolean;
   readonly resolve: (reply: Reply) => void;
   readonly reject: (error: unknown) => void;
 }

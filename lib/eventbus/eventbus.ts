@@ -20,5 +20,7 @@ export interface EventBus {
   /** Publishes a notification; fire-and-forget (the commit is already durable). */
   publish(notification: EventStored): void;
   subscribeToEventStored(handler: EventStoredHandler, filter?: EventStoredFilter): Unsubscribe;
+  /** Resolves once every subscription made so far is live and every publish has left. */
+  flush(): Promise<void>;
   close(): Promise<void>;
 }

@@ -2,9 +2,33 @@ import { ClosedError } from '../errors.js';
 import { validateNamespace } from '../subjects.js';
 import type { EventBus, EventStored, EventStoredFilter, EventStoredHandler, Unsubscribe } from './eventbus.js';
 
+export interface LocalEventBusOptions {
+  /** Receives what a subscriber threw (or rejected with); without it the error is dropped. */
+  readonly onError?: (error: Error) => void;
+}
+
 interface Subscription {
   readonly handler: EventStoredHandler;
   readonly filter?: EventStoredFilter;
+  readonly onError?: (error: Error) => void;
+}
+
+function report(onError: ((error: Error) => void) | undefined, error: unknown): void {
+  try {
+    onError?.(error instanceof Error ? error : new Error(`non-Error value thrown: ${String(error)}`, { cause: error }));
+  } catch {
+    // An error reporter that fails has nowhere left to report to.
+  }
+}
+
+/** Runs one handler so that nothing it throws or rejects with escapes the bus. */
+function run({ handler, onError }: Subscription, notification: EventStored): void {
+  try {
+    const result: unknown = handler(notification);
+    if (result instanceof Promise) result.catch((error: unknown) => report(onError, error));
+  } catch (error) {
+    report(onError, error);
+  }
 }
 
 /**
@@ -27,12 +51,15 @@ export class LocalEventHub {
   deliver(notification: EventStored): void {
     const set = this.subscriptions.get(notification.namespace);
     if (!set) return;
-    for (const { handler, filter } of set) {
+    for (const subscription of set) {
+      const { filter } = subscription;
       if (filter?.type !== undefined && filter.type !== notification.type) continue;
       if (filter?.id !== undefined && filter.id !== notification.id) continue;
       // Delivered asynchronously like a network bus, so a handler never runs inside
-      // the publisher's commit and one throwing handler cannot break the others.
-      queueMicrotask(() => handler(notification));
+      // the publisher's commit; `run` keeps a throwing handler from reaching anyone else.
+      queueMicrotask(() => {
+        if (set.has(subscription)) run(subscription, notification);
+      });
     }
   }
 }
@@ -45,6 +72,7 @@ export class LocalEventBus implements EventBus {
   constructor(
     readonly namespace: string,
     private readonly hub: LocalEventHub = new LocalEventHub(),
+    private readonly options: LocalEventBusOptions = {},
   ) {
     validateNamespace(namespace);
   }
@@ -57,13 +85,18 @@ export class LocalEventBus implements EventBus {
 
   subscribeToEventStored(handler: EventStoredHandler, filter?: EventStoredFilter): Unsubscribe {
     if (this.closed) throw new ClosedError('LocalEventBus');
-    const off = this.hub.subscribe(this.namespace, { handler, filter });
+    const off = this.hub.subscribe(this.namespace, { handler, filter, onError: this.options.onError });
     const unsubscribe = () => {
       off();
       this.unsubscribes.delete(unsubscribe);
     };
     this.unsubscribes.add(unsubscribe);
     return unsubscribe;
+  }
+
+  async flush(): Promise<void> {
+    // In-process delivery: subscriptions are live at once; let queued deliveries run.
+    await new Promise((resolve) => setImmediate(resolve));
   }
 
   async close(): Promise<void> {

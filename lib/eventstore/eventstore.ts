@@ -3,7 +3,7 @@
  * of events in it (a new stream is at version 0). An append is one atomic commit of
  * 1..n events, accepted only when the stream is at `expectedVersion`.
  */
-import type { EventObject } from 'xstate';
+import type { AnyEventObject } from 'xstate';
 import type { SnapshotRecord } from '../codec/messages.js';
 import type { StreamId } from '../subjects.js';
 
@@ -32,7 +32,7 @@ export interface AppendResult {
 }
 
 export interface RecordedEvent {
-  readonly event: EventObject;
+  readonly event: AnyEventObject;
   /** Version of the stream once this event is applied (1 for the first event). */
   readonly version: number;
   /** Store position of the commit that holds the event. */
@@ -53,7 +53,7 @@ export interface ReadOptions {
 }
 
 export interface EventStore {
-  append(stream: StreamId, events: readonly EventObject[], options: AppendOptions): Promise<AppendResult>;
+  append(stream: StreamId, events: readonly AnyEventObject[], options: AppendOptions): Promise<AppendResult>;
   read(stream: StreamId, options?: ReadOptions): AsyncIterable<RecordedEvent>;
   /** The stream's current version (0 when it has no events). */
   version(stream: StreamId): Promise<number>;

@@ -1,15 +1,28 @@
-import type { EventObject } from 'xstate';
+import type { AnyEventObject as EventObject } from 'xstate';
 import { v4 as uuid } from 'uuid';
 import type { SnapshotRecord } from '../codec/messages.js';
 import { ClosedError, ConcurrencyError } from '../errors.js';
-import { streamKey, type StreamId } from '../subjects.js';
+import { streamKey, validateActorId, validateActorType, type StreamId } from '../subjects.js';
 import type { AppendOptions, AppendResult, EventStore, ReadOptions, RecordedEvent } from './eventstore.js';
 
-interface MemoryStream {
-  readonly events: RecordedEvent[];
-  /** commit id → result, for idempotent retries. */
-  readonly commits: Map<string, AppendResult>;
+/** One atomic append, kept as a whole: fewer objects than one record per event. */
+interface Commit {
+  readonly commitId: string;
+  /** Version before the commit. */
+  readonly base: number;
+  readonly sequence: number;
+  readonly time: number;
+  readonly events: readonly EventObject[];
+  readonly commandIds: readonly string[];
 }
+
+interface MemoryStream {
+  readonly commits: Commit[];
+  version: number;
+}
+
+/** Recent commits searched for a retried commit id (JetStream keeps a time window instead). */
+const DEDUPE_WINDOW = 64;
 
 /**
  * In-process `EventStore`: the embedded default and the reference the JetStream adapter
@@ -23,58 +36,58 @@ export class MemoryEventStore implements EventStore {
   private closed = false;
 
   async append(stream: StreamId, events: readonly EventObject[], options: AppendOptions): Promise<AppendResult> {
-    this.assertOpen();
-    const key = streamKey(stream);
+    const key = this.key(stream);
     let s = this.streams.get(key);
-    if (options.commitId !== undefined) {
-      const previous = s?.commits.get(options.commitId);
-      if (previous) return { ...previous, duplicate: true };
+    if (options.commitId !== undefined && s) {
+      const { commits } = s;
+      for (let i = commits.length - 1; i >= Math.max(0, commits.length - DEDUPE_WINDOW); i--) {
+        const c = commits[i];
+        if (c.commitId === options.commitId) return { version: c.base + c.events.length, sequence: c.sequence, duplicate: true };
+      }
     }
-    const actual = s?.events.length ?? 0;
+    const actual = s?.version ?? 0;
     if (actual !== options.expectedVersion) throw new ConcurrencyError(key, options.expectedVersion, actual);
-    if (events.length === 0) return { version: actual, sequence: s?.events[actual - 1]?.sequence ?? 0, duplicate: false };
-    if (!s) {
-      s = { events: [], commits: new Map() };
-      this.streams.set(key, s);
-    }
+    if (events.length === 0) return { version: actual, sequence: s?.commits[s.commits.length - 1]?.sequence ?? 0, duplicate: false };
+    if (!s) this.streams.set(key, (s = { commits: [], version: 0 }));
     const sequence = ++this.sequence;
-    const time = Date.now();
-    for (let i = 0; i < events.length; i++) {
-      s.events.push({
-        event: events[i],
-        version: actual + i + 1,
-        sequence,
-        commandId: options.commandIds?.[i] ?? uuid(),
-        time,
-      });
-    }
-    const result = { version: s.events.length, sequence, duplicate: false };
-    s.commits.set(options.commitId ?? uuid(), result);
-    return result;
+    const commandIds = options.commandIds ?? events.map(() => uuid());
+    s.commits.push({ commitId: options.commitId ?? uuid(), base: actual, sequence, time: Date.now(), events, commandIds });
+    s.version = actual + events.length;
+    return { version: s.version, sequence, duplicate: false };
   }
 
   async *read(stream: StreamId, options?: ReadOptions): AsyncIterable<RecordedEvent> {
-    this.assertOpen();
-    const s = this.streams.get(streamKey(stream));
+    const s = this.streams.get(this.key(stream));
     if (!s) return;
-    // Snapshot of the length so a concurrent append does not extend this read.
-    const end = s.events.length;
-    for (let i = options?.fromVersion ?? 0; i < end; i++) yield s.events[i];
+    const from = options?.fromVersion ?? 0;
+    // Bound the read to the commits present now, so a concurrent append does not extend it.
+    const end = s.commits.length;
+    let lo = 0;
+    let hi = end;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const c = s.commits[mid];
+      if (c.base + c.events.length <= from) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < end; i++) {
+      const c = s.commits[i];
+      for (let j = Math.max(0, from - c.base); j < c.events.length; j++) {
+        yield { event: c.events[j], version: c.base + j + 1, sequence: c.sequence, commandId: c.commandIds[j], time: c.time };
+      }
+    }
   }
 
   async version(stream: StreamId): Promise<number> {
-    this.assertOpen();
-    return this.streams.get(streamKey(stream))?.events.length ?? 0;
+    return this.streams.get(this.key(stream))?.version ?? 0;
   }
 
   async saveSnapshot(stream: StreamId, snapshot: SnapshotRecord): Promise<void> {
-    this.assertOpen();
-    this.snapshots.set(streamKey(stream), snapshot);
+    this.snapshots.set(this.key(stream), snapshot);
   }
 
   async loadSnapshot(stream: StreamId): Promise<SnapshotRecord | undefined> {
-    this.assertOpen();
-    return this.snapshots.get(streamKey(stream));
+    return this.snapshots.get(this.key(stream));
   }
 
   updateVersionCache(): void {
@@ -85,7 +98,10 @@ export class MemoryEventStore implements EventStore {
     this.closed = true;
   }
 
-  private assertOpen(): void {
+  private key(stream: StreamId): string {
     if (this.closed) throw new ClosedError('MemoryEventStore');
+    validateActorType(stream.type);
+    validateActorId(stream.id);
+    return streamKey(stream);
   }
 }

@@ -293,7 +293,7 @@ describe('ActorHost (event-sourced actors on one node)', () => {
 
   it('accepts any event for a machine with a wildcard transition', async () => {
     const echo = createMachine({ id: 'echo', context: { n: 0 }, on: { '*': { actions: () => {} } } });
-    const h = new ActorHost({ namespace: 'x', nodeId: 'n', actors: { echo }, store, bus: new LocalEventBus('x', hub), passivateAfterMs: 0 });
+    const h = new ActorHost({ namespace: "x", nodeId: "n", actors: { echo }, store, bus: new LocalEventBus('x', hub), passivateAfterMs: 0 });
     hosts.push(h);
     expect((await h.dispatch('echo', 'e', { type: 'ANYTHING' }, undefined)).accepted).to.equal(true);
   });
