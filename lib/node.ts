@@ -120,7 +120,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   } else {
     const network = options.network ?? new MemoryNetwork();
     store = network.store(namespace);
-    bus = new LocalEventBus(namespace, network.hub);
+    bus = new LocalEventBus(namespace, network.hub, { onError: (e) => options.onError?.(e, 'event bus') });
   }
 
   const host = new ActorHost({
@@ -142,6 +142,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     store.updateVersionCache({ type: n.type, id: n.id }, n.version, n.sequence);
     host.noteForeignCommit(n);
   });
+  await bus.flush();
 
   let closed = false;
   const node: NatstateNode<A> = {

@@ -35,7 +35,7 @@ export interface ActorHostOptions {
 }
 
 /** Appends retried after a `ConcurrencyError` (another writer) before giving up. */
-const CONFLICT_RETRIES = 3;
+const CONFLICT_RETRIES = 8;
 
 export class ActorHost {
   private readonly types = new Map<string, ActorType>();
@@ -167,8 +167,7 @@ export class ActorHost {
           actor.version = record.version;
           actor.sequence = record.sequence;
           actor.snapshotVersion = record.version;
-          const first = record.version - record.commandIds.length + 1;
-          record.commandIds.forEach((commandId, i) => actor.remember(commandId, first + i, this.window));
+          for (const [commandId, version] of record.recentCommands) actor.remember(commandId, version, this.window);
         } catch (error) {
           this.onError(error, `snapshot of ${actor.type}/${actor.id} ignored`);
           actor.snapshot = type.initial({ type: actor.type, id: actor.id });
@@ -179,13 +178,22 @@ export class ActorHost {
     }
     actor.stale = false;
     let snapshot = actor.snapshot;
-    for await (const e of store.read(stream, { fromVersion: actor.version, fromSequence: actor.sequence || undefined })) {
+    let version = actor.version;
+    let sequence = actor.sequence;
+    // Only the last `window` command ids matter: keep them in a ring, remember them at the end.
+    const window = this.window;
+    const ring = new Array<string>(window);
+    let replayed = 0;
+    for await (const e of store.read(stream, { fromVersion: version, fromSequence: sequence || undefined })) {
       snapshot = type.replay(snapshot, e.event);
-      actor.version = e.version;
-      actor.sequence = e.sequence;
-      actor.remember(e.commandId, e.version, this.window);
+      version = e.version;
+      sequence = e.sequence;
+      ring[replayed++ % window] = e.commandId;
     }
+    for (let i = Math.max(0, replayed - window); i < replayed; i++) actor.remember(ring[i % window], version - replayed + i + 1, window);
     actor.snapshot = snapshot;
+    actor.version = version;
+    actor.sequence = sequence;
     actor.loaded = true;
   }
 
@@ -255,7 +263,10 @@ export class ActorHost {
       actor.snapshot = snapshot;
       actor.version = baseVersion + events.length;
       actor.sequence = sequence;
-      for (let i = 0; i < commandIds.length; i++) actor.remember(commandIds[i], baseVersion + i + 1, this.window);
+      // Ids generated here were never seen by a caller before this reply: nothing can retry them yet.
+      for (let i = 0; i < batch.length; i++) {
+        if (versions[i] > baseVersion && !duplicates[i] && !batch[i].generated) actor.remember(batch[i].commandId, versions[i], this.window);
+      }
       for (const action of actions) this.execute(action, actor);
       if (events.length > 0) {
         this.publish(actor, events, commandIds, sequence);
@@ -310,7 +321,7 @@ export class ActorHost {
       sequence: actor.sequence,
       fingerprint: type.fingerprint,
       state: type.persist(actor.snapshot),
-      commandIds: actor.recentCommandIds(),
+      recentCommands: actor.recentCommands(),
       time: Date.now(),
     };
     this.options.store.saveSnapshot({ type: actor.type, id: actor.id }, record).catch((error) => {

@@ -56,12 +56,9 @@ export class ResidentActor {
     return this.recent?.get(commandId);
   }
 
-  /** Recent command ids, oldest first (their versions are consecutive up to `version`). */
-  recentCommandIds(): string[] {
-    if (!this.recent) return [];
-    const ids: string[] = [];
-    for (const [id, v] of this.recent) if (v > this.version - this.recent.size) ids.push(id);
-    return ids;
+  /** Recently applied command ids with their versions, oldest first. */
+  recentCommands(): [string, number][] {
+    return this.recent ? [...this.recent] : [];
   }
 
   forget(): void {

@@ -47,9 +47,13 @@ export interface SnapshotRecord {
   readonly fingerprint: string;
   /** `machine.getPersistedSnapshot(...)` output. */
   readonly state: unknown;
-  /** Most recent command ids, oldest first, for idempotency after recovery. */
-  readonly commandIds: readonly string[];
+  /** Recently applied command ids with the version each produced, for idempotency after recovery. */
+  readonly recentCommands: readonly (readonly [commandId: string, version: number])[];
   readonly time: number;
+}
+
+function isRecentCommands(value: unknown): value is [string, number][] {
+  return Array.isArray(value) && value.every((c) => Array.isArray(c) && c.length === 2 && typeof c[0] === 'string' && isNonNegativeInteger(c[1]));
 }
 
 export function isSnapshotRecord(value: unknown): value is SnapshotRecord {
@@ -59,7 +63,7 @@ export function isSnapshotRecord(value: unknown): value is SnapshotRecord {
     isNonNegativeInteger(value.sequence) &&
     typeof value.fingerprint === 'string' &&
     isRecord(value.state) &&
-    isStringArray(value.commandIds) &&
+    isRecentCommands(value.recentCommands) &&
     typeof value.time === 'number'
   );
 }

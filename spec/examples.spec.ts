@@ -1,0 +1,38 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { NatsServer } from './support/nats-server.js';
+
+const run = promisify(execFile);
+
+/** Runs an example the way its header says to, and returns what it printed. */
+async function example(path: string, env: Record<string, string> = {}): Promise<string> {
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', path], { env: { ...process.env, ...env }, timeout: 60_000 });
+  return stdout;
+}
+
+describe('examples', function () {
+  this.timeout(60_000);
+
+  it('quickstart (the README snippet) prints the refused withdrawal and the balance', async () => {
+    expect(await example('examples/quickstart/main.ts')).to.equal('false 6\n');
+  });
+
+  it('bank runs on the embedded default', async () => {
+    const out = await example('examples/bank/main.ts');
+    expect(out).to.contain('overdraft accepted: false');
+    expect(out).to.contain('alice: open, balance 75, version 3');
+  });
+
+  it('eventbus-jetstream runs two nodes on a real nats-server', async () => {
+    const server = await NatsServer.start();
+    try {
+      const out = await example('examples/eventbus-jetstream/main.ts', { NATS_URL: server.url });
+      expect(out).to.contain('south saw account/alice v3 from north: DEPOSIT');
+      expect(out).to.contain('south appended at version 4');
+      expect(out).to.contain('north: balance 99, version 5');
+    } finally {
+      await server.stop();
+    }
+  });
+});
