@@ -153,4 +153,36 @@ export class Subjects {
     const id = filter?.id === undefined ? '*' : encodeToken(filter.id);
     return `${this.base}.es.${type}.${id}`;
   }
+
+  /** KV bucket of cluster coordination: member records, the leader lease, the shard map. */
+  get clusterBucket(): string {
+    return `${this.prefix}_${this.ns}_cluster`;
+  }
+
+  /** Key prefix of member records in the cluster bucket. */
+  get memberPrefix(): string {
+    return 'members.';
+  }
+
+  memberKey(nodeId: string): string {
+    return `members.${encodeToken(nodeId)}`;
+  }
+
+  /** Node id back from a member key (inverse of `memberKey`). */
+  nodeIdOfMemberKey(key: string): string {
+    return decodeToken(key.slice('members.'.length));
+  }
+
+  get leaderKey(): string {
+    return 'leader';
+  }
+
+  get shardMapKey(): string {
+    return 'shardmap';
+  }
+
+  /** Subject a node serves routed requests on. */
+  node(nodeId: string): string {
+    return `${this.base}.node.${encodeToken(nodeId)}`;
+  }
 }
