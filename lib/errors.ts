@@ -94,3 +94,30 @@ export class ServerCapabilityError extends NatstateError {
     super('SERVER_CAPABILITY', reason, options);
   }
 }
+
+/**
+ * Routing gave up: until the deadline, every node asked answered that it does not own
+ * the actor's shard (the cluster was still rebalancing), or no owner was known.
+ */
+export class NotOwnerError extends NatstateError {
+  constructor(
+    readonly actorType: string,
+    readonly actorId: string,
+    readonly epoch: number,
+    readonly owner: string | null,
+  ) {
+    super('NOT_OWNER', `no owner of ${actorType}/${actorId} took the command (last answer: not owner at shard-map epoch ${epoch}, owner ${owner ?? 'unknown'})`);
+  }
+}
+
+/** The actor's owner failed the command with an error this node has no class for. */
+export class RemoteError extends NatstateError {
+  constructor(
+    readonly remoteCode: string,
+    readonly remoteName: string,
+    readonly nodeId: string,
+    message: string,
+  ) {
+    super('REMOTE', `node ${nodeId} failed the command with ${remoteName}: ${message}`);
+  }
+}

@@ -81,14 +81,24 @@ export class ActorHost {
     return this.residents.get(type)?.has(id) ?? false;
   }
 
+  /**
+   * Throws the typed error a command would get for an unknown type, an invalid id or an
+   * event the machine never handles; returns the actor type otherwise.
+   */
+  validate(type: string, id: string, event: AnyEventObject | undefined): ActorType {
+    const actorType = this.types.get(type);
+    if (!actorType) throw new UnknownActorTypeError(type, this.typeNames);
+    validateActorId(id);
+    if (event !== undefined) actorType.validateEvent(event);
+    return actorType;
+  }
+
   /** Validates and enqueues a command (or, without `event`, a state query). */
   dispatch(type: string, id: string, event: AnyEventObject | undefined, commandId: string | undefined): Promise<Reply> {
     if (this.closed) return Promise.reject(new ClosedError(`node ${this.options.nodeId}`));
-    const actorType: ActorType | undefined = this.types.get(type);
+    let actorType: ActorType;
     try {
-      if (!actorType) throw new UnknownActorTypeError(type, this.typeNames);
-      validateActorId(id);
-      if (event !== undefined) actorType.validateEvent(event);
+      actorType = this.validate(type, id, event);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -103,7 +113,7 @@ export class ActorHost {
           ? { event, commandId: this.idPrefix + (this.nextId++).toString(36), generated: true, resolve, reject }
           : { event, commandId, generated: false, resolve, reject },
       );
-      if (!resident.running) void this.run(actorType!, resident);
+      if (!resident.running) void this.run(actorType, resident);
     });
   }
 
@@ -327,6 +337,26 @@ export class ActorHost {
     this.options.store.saveSnapshot({ type: actor.type, id: actor.id }, record).catch((error) => {
       this.onError(error, `snapshot of ${actor.type}/${actor.id}`);
     });
+  }
+
+  /**
+   * Evicts the idle resident actors `release` selects (their shard moved to another
+   * node); a later command recovers them from the store. Busy ones finish their mailbox
+   * and are marked stale, so they re-read the store before any further command.
+   */
+  evict(release: (type: string, id: string) => boolean): number {
+    let evicted = 0;
+    for (const byId of this.residents.values()) {
+      for (const [id, actor] of byId) {
+        if (!release(actor.type, id)) continue;
+        if (actor.running || actor.mailbox.length > 0) actor.stale = true;
+        else {
+          byId.delete(id);
+          evicted++;
+        }
+      }
+    }
+    return evicted;
   }
 
   /** Evicts actors idle for longer than `passivateAfterMs`; they recover on their next command. */

@@ -1,0 +1,212 @@
+/**
+ * `sendMessage`: delivers a command to the node that owns its actor, wherever that is.
+ *
+ * The owner comes from `shardOf(id)` and the shard map. Local → the actor host. Remote →
+ * a request on the transport, carrying the map epoch. A node that does not own the shard
+ * answers `not-owner`; the sender refreshes its map and retries, with the same command
+ * id, until the deadline — so a retried command is applied once, and a moving or
+ * crashed owner costs latency, never a lost or doubled command.
+ */
+import { v4 as uuid } from 'uuid';
+import type { AnyEventObject, AnyMachineSnapshot } from 'xstate';
+import type { ActorHost } from '../actors/actor-host.js';
+import { decode, encodeWithin, DEFAULT_MAX_PAYLOAD } from '../codec/codec.js';
+import { isRouteReply, isRouteRequest, type RouteReply, type RouteRequest, type RoutedState } from '../codec/routing.js';
+import {
+  ClosedError,
+  ConcurrencyError,
+  DecodeError,
+  NatstateError,
+  NotOwnerError,
+  PayloadTooLargeError,
+  RemoteError,
+  TimeoutError,
+} from '../errors.js';
+import { shardOf } from './placement.js';
+import { NoRespondersError, type Transport } from './transport/transport.js';
+
+/** What the router needs of the shard map (see `ShardMapStore`). */
+export interface ShardMapView {
+  readonly current: { readonly epoch: number; readonly shardCount: number; readonly owners: readonly (string | null)[] } | undefined;
+  refresh(): Promise<unknown>;
+  waitFor(predicate: (map: { readonly epoch: number; readonly owners: readonly (string | null)[] }) => boolean, timeoutMs: number): Promise<unknown>;
+}
+
+export interface RouterOptions {
+  readonly nodeId: string;
+  readonly host: ActorHost;
+  readonly shardMap: ShardMapView;
+  readonly transport: Transport;
+  /** Longest wait for one remote reply. Default 5,000 ms. */
+  readonly requestTimeoutMs?: number;
+  /** Longest time a command may spend being routed, retries included. Default 15,000 ms. */
+  readonly deadlineMs?: number;
+  /** Largest request the transport carries (NATS max_payload). */
+  readonly maxPayload?: number;
+}
+
+export interface RoutedReply {
+  readonly accepted: boolean;
+  readonly version: number;
+  readonly commandId: string;
+  readonly duplicate: boolean;
+  readonly state?: RoutedState;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function stateOf(snapshot: AnyMachineSnapshot): RoutedState {
+  return { value: snapshot.value, context: snapshot.context, status: snapshot.status };
+}
+
+export class Router {
+  private readonly requestTimeoutMs: number;
+  private readonly deadlineMs: number;
+  private readonly maxPayload: number;
+  private readonly idPrefix = uuid() + ':';
+  private nextId = 0;
+
+  constructor(private readonly options: RouterOptions) {
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 5_000;
+    this.deadlineMs = options.deadlineMs ?? 15_000;
+    this.maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
+  }
+
+  /**
+   * Routes a command (or, without `event`, a state query) to the actor's owner and
+   * resolves with its reply. Bad input is rejected here, before anything is sent.
+   */
+  async sendMessage(type: string, id: string, event: AnyEventObject | undefined, commandId: string | undefined, wantState: boolean): Promise<RoutedReply> {
+    const { host, shardMap, nodeId } = this.options;
+    host.validate(type, id, event);
+    // Generated here, once: every retry carries the same id, so the owner applies it once.
+    const request: RouteRequest = { type, id, event, commandId: commandId ?? this.idPrefix + (this.nextId++).toString(36), epoch: 0, wantState };
+    const deadline = Date.now() + this.deadlineMs;
+    let last: { epoch: number; owner: string | null } = { epoch: 0, owner: null };
+    for (let attempt = 0; ; attempt++) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw new NotOwnerError(type, id, last.epoch, last.owner);
+      let map = shardMap.current;
+      if (!map) {
+        await shardMap.waitFor(() => true, remaining).catch(() => undefined);
+        continue;
+      }
+      const owner = map.owners[shardOf(id, map.shardCount)];
+      if (owner === nodeId) {
+        const reply = await host.dispatch(type, id, event, request.commandId);
+        return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate, state: wantState ? stateOf(reply.snapshot) : undefined };
+      }
+      last = { epoch: map.epoch, owner };
+      if (owner === null || owner === undefined) {
+        await this.awaitNewerMap(map.epoch, remaining);
+        continue;
+      }
+      let reply: RouteReply;
+      try {
+        const bytes = encodeWithin({ ...request, epoch: map.epoch }, this.maxPayload, `command for ${type}/${id}`);
+        const answer = await this.options.transport.request(owner, bytes, Math.min(this.requestTimeoutMs, remaining));
+        reply = decode(answer, isRouteReply, `reply from node ${owner}`);
+      } catch (error) {
+        if (error instanceof NoRespondersError) {
+          // The owner is gone: wait for the leader to reassign its shards.
+          await this.awaitNewerMap(map.epoch, Math.min(remaining, 250 * (attempt + 1)));
+          continue;
+        }
+        if (error instanceof TimeoutError) {
+          // Unknown outcome: retry with the same command id (applied at most once).
+          if (deadline - Date.now() <= 0) throw error;
+          continue;
+        }
+        throw error;
+      }
+      if (reply.kind === 'ok') return reply;
+      if (reply.kind === 'error') throw rebuildError(reply, owner);
+      last = { epoch: reply.epoch, owner: reply.owner };
+      if (reply.epoch > map.epoch) {
+        await shardMap.refresh().catch(() => undefined);
+        if ((shardMap.current?.epoch ?? 0) < reply.epoch) await shardMap.waitFor((m) => m.epoch >= reply.epoch, Math.min(remaining, 1000)).catch(() => undefined);
+      } else {
+        // The owner's map is behind ours; give it a moment to catch up.
+        await sleep(Math.min(remaining, 5 * 2 ** Math.min(attempt, 6)));
+      }
+      map = shardMap.current;
+    }
+  }
+
+  private async awaitNewerMap(epoch: number, timeoutMs: number): Promise<void> {
+    await this.options.shardMap.refresh().catch(() => undefined);
+    if ((this.options.shardMap.current?.epoch ?? 0) > epoch) return;
+    await this.options.shardMap.waitFor((m) => m.epoch > epoch, Math.max(1, timeoutMs)).catch(() => undefined);
+  }
+
+  /** The transport handler of this node: serves commands other nodes routed here. */
+  readonly handleRequest = async (payload: Uint8Array): Promise<Uint8Array> => {
+    let reply: RouteReply;
+    try {
+      reply = await this.serve(decode(payload, isRouteRequest, 'routed command'));
+    } catch (error) {
+      reply = errorReply(error);
+    }
+    try {
+      return encodeWithin(reply, this.maxPayload, 'routed reply');
+    } catch (error) {
+      return encodeWithin(errorReply(error), this.maxPayload, 'routed reply');
+    }
+  };
+
+  private async serve(request: RouteRequest): Promise<RouteReply> {
+    const { shardMap, nodeId, host } = this.options;
+    let map = shardMap.current;
+    if (map && request.epoch > map.epoch) {
+      // The sender knows a newer map than we do: read it before deciding ownership.
+      await shardMap.refresh().catch(() => undefined);
+      map = shardMap.current;
+    }
+    if (!map) return { kind: 'not-owner', epoch: 0, owner: null };
+    const owner = map.owners[shardOf(request.id, map.shardCount)] ?? null;
+    if (owner !== nodeId) return { kind: 'not-owner', epoch: map.epoch, owner };
+    let reply;
+    try {
+      reply = await host.dispatch(request.type, request.id, request.event, request.commandId);
+    } catch (error) {
+      // A node shutting down hands the actor back to the cluster: the sender re-routes.
+      if (error instanceof ClosedError) return { kind: 'not-owner', epoch: map.epoch, owner: null };
+      throw error;
+    }
+    return {
+      kind: 'ok',
+      accepted: reply.accepted,
+      version: reply.version,
+      commandId: reply.commandId,
+      duplicate: reply.duplicate,
+      state: request.wantState ? stateOf(reply.snapshot) : undefined,
+    };
+  }
+}
+
+function errorReply(error: unknown): RouteReply {
+  if (error instanceof NatstateError) {
+    const details: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(error)) if (k !== 'code' && k !== 'name' && (v === null || typeof v !== 'object')) details[k] = v;
+    return { kind: 'error', code: error.code, name: error.name, message: error.message, details };
+  }
+  const e = error instanceof Error ? error : new Error(String(error));
+  return { kind: 'error', code: 'INTERNAL', name: e.name, message: e.message };
+}
+
+/** Turns an owner's error back into the typed error the caller would have got locally. */
+function rebuildError(reply: Extract<RouteReply, { kind: 'error' }>, nodeId: string): Error {
+  const d = reply.details ?? {};
+  switch (reply.code) {
+    case 'CONCURRENCY':
+      return new ConcurrencyError(String(d.stream), Number(d.expectedVersion), Number(d.actualVersion));
+    case 'PAYLOAD_TOO_LARGE':
+      return new PayloadTooLargeError(String(d.what), Number(d.size), Number(d.limit));
+    case 'DECODE':
+      return new DecodeError(String(d.what), reply.message);
+    case 'CLOSED':
+      return new ClosedError(`node ${nodeId}`);
+    default:
+      return new RemoteError(reply.code, reply.name, nodeId, reply.message);
+  }
+}
