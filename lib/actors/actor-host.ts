@@ -49,9 +49,10 @@ export class ActorHost {
   private readonly idle = new Set<() => void>();
   private running = 0;
   private closed = false;
-  /** Generated command ids: unique per node (random prefix) and cheap (a counter). */
+  /** Generated command and commit ids: unique per host (random prefix) and cheap (a counter). */
   private readonly idPrefix = uuid() + ':';
   private nextId = 0;
+  private nextCommit = 0;
 
   constructor(private readonly options: ActorHostOptions) {
     for (const [name, machine] of Object.entries(options.actors)) this.types.set(name, new ActorType(name, machine));
@@ -249,7 +250,8 @@ export class ActorHost {
           const result = await this.options.store.append({ type: actor.type, id: actor.id }, events, {
             expectedVersion: baseVersion,
             commandIds,
-            commitId: uuid(),
+            // One id per attempt: a retry after a conflict is a different commit.
+            commitId: this.idPrefix + 'c' + (this.nextCommit++).toString(36),
           });
           sequence = result.sequence;
         } catch (error) {

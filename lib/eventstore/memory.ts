@@ -7,7 +7,6 @@ import type { AppendOptions, AppendResult, EventStore, ReadOptions, RecordedEven
 
 /** One atomic append, kept as a whole: fewer objects than one record per event. */
 interface Commit {
-  readonly commitId: string;
   /** Version before the commit. */
   readonly base: number;
   readonly sequence: number;
@@ -19,6 +18,8 @@ interface Commit {
 interface MemoryStream {
   readonly commits: Commit[];
   version: number;
+  /** Recent commit ids → their result, oldest first, bounded by DEDUPE_WINDOW. */
+  readonly recent: Map<string, AppendResult>;
 }
 
 /** Recent commits searched for a retried commit id (JetStream keeps a time window instead). */
@@ -38,22 +39,22 @@ export class MemoryEventStore implements EventStore {
   async append(stream: StreamId, events: readonly EventObject[], options: AppendOptions): Promise<AppendResult> {
     const key = this.key(stream);
     let s = this.streams.get(key);
-    if (options.commitId !== undefined && s) {
-      const { commits } = s;
-      for (let i = commits.length - 1; i >= Math.max(0, commits.length - DEDUPE_WINDOW); i--) {
-        const c = commits[i];
-        if (c.commitId === options.commitId) return { version: c.base + c.events.length, sequence: c.sequence, duplicate: true };
-      }
-    }
+    const previous = options.commitId === undefined ? undefined : s?.recent.get(options.commitId);
+    if (previous) return { ...previous, duplicate: true };
     const actual = s?.version ?? 0;
     if (actual !== options.expectedVersion) throw new ConcurrencyError(key, options.expectedVersion, actual);
     if (events.length === 0) return { version: actual, sequence: s?.commits[s.commits.length - 1]?.sequence ?? 0, duplicate: false };
-    if (!s) this.streams.set(key, (s = { commits: [], version: 0 }));
+    if (!s) this.streams.set(key, (s = { commits: [], version: 0, recent: new Map() }));
     const sequence = ++this.sequence;
     const commandIds = options.commandIds ?? events.map(() => uuid());
-    s.commits.push({ commitId: options.commitId ?? uuid(), base: actual, sequence, time: Date.now(), events, commandIds });
+    s.commits.push({ base: actual, sequence, time: Date.now(), events, commandIds });
     s.version = actual + events.length;
-    return { version: s.version, sequence, duplicate: false };
+    const result = { version: s.version, sequence, duplicate: false };
+    if (options.commitId !== undefined) {
+      s.recent.set(options.commitId, result);
+      if (s.recent.size > DEDUPE_WINDOW) s.recent.delete(s.recent.keys().next().value as string);
+    }
+    return result;
   }
 
   async *read(stream: StreamId, options?: ReadOptions): AsyncIterable<RecordedEvent> {

@@ -1,0 +1,246 @@
+/**
+ * `Membership`: which nodes of the namespace are alive. Every node heartbeats its
+ * `MemberRecord` into the cluster KV bucket and watches everyone else's.
+ *
+ * Liveness never compares clocks across machines: a peer is live while this node has
+ * seen a new revision of its record within the last `failureTimeoutMs`, by this node's
+ * own clock (the `heartbeatAt` inside the record is informative only). Consequences:
+ * clock skew between machines cannot fail a healthy node, and a node that has just
+ * started counts every record it finds as fresh, so a peer that crashed shortly before
+ * is reported failed `failureTimeoutMs` after this node started, not earlier.
+ * A deleted key is a graceful leave and takes effect at once.
+ */
+import { decode, encode } from '../codec/codec.js';
+import { isMemberRecord, type MemberRecord } from '../codec/cluster-records.js';
+import { DecodeError } from '../errors.js';
+import type { Subjects } from '../subjects.js';
+import type { ClusterKV, KvChange } from './kv/kv.js';
+
+export type MembershipEvent =
+  | { readonly type: 'join'; readonly member: MemberRecord }
+  | { readonly type: 'leave'; readonly nodeId: string; readonly reason: 'left' | 'failed' };
+
+export interface MembershipOptions {
+  readonly kv: ClusterKV;
+  readonly subjects: Subjects;
+  readonly nodeId: string;
+  /** Interval between two heartbeats. Default 1,000 ms. */
+  readonly heartbeatMs?: number;
+  /** A peer whose record has not changed for this long is failed. Default 5,000 ms. */
+  readonly failureTimeoutMs?: number;
+  /** The load published with every heartbeat. Default: none. */
+  readonly load?: () => { actors: number; shards: number };
+  /** Undecodable peer records and failed heartbeats (retried at the next beat). */
+  readonly onError?: (error: Error) => void;
+}
+
+interface Peer {
+  record: MemberRecord;
+  revision: number;
+  /** Local time this node last saw a new revision of the record. */
+  seenAt: number;
+  live: boolean;
+}
+
+type State = 'idle' | 'started' | 'stopped';
+
+export class Membership {
+  readonly nodeId: string;
+  private readonly heartbeatMs: number;
+  private readonly failureTimeoutMs: number;
+  private readonly peers = new Map<string, Peer>();
+  private readonly listeners = new Set<(event: MembershipEvent) => void>();
+  private state: State = 'idle';
+  private own: MemberRecord | undefined;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private expiry: ReturnType<typeof setTimeout> | undefined;
+  private stopWatch: (() => void) | undefined;
+  /** The heartbeat write in flight, so that `leave()` can delete after it, never before. */
+  private beating: Promise<void> | undefined;
+
+  constructor(private readonly options: MembershipOptions) {
+    this.nodeId = options.nodeId;
+    this.heartbeatMs = options.heartbeatMs ?? 1_000;
+    this.failureTimeoutMs = options.failureTimeoutMs ?? 5_000;
+  }
+
+  /**
+   * Writes this node's record, starts watching the others' and heartbeating. Rejects
+   * (and stops again) if the first write or the watch fails.
+   */
+  async start(): Promise<void> {
+    if (this.state !== 'idle') throw new Error(`membership of ${this.nodeId} was already started`);
+    this.state = 'started';
+    const { kv, subjects } = this.options;
+    try {
+      const now = Date.now();
+      const own = { nodeId: this.nodeId, startedAt: now, heartbeatAt: now, ...this.load() };
+      await kv.put(subjects.memberKey(this.nodeId), encode(own));
+      this.own = own;
+      this.stopWatch = await kv.watch(subjects.memberPrefix, (change) => this.observe(change));
+    } catch (error) {
+      this.stop();
+      throw error;
+    }
+    if (this.state !== 'started') {
+      this.stop();
+      return;
+    }
+    this.heartbeat = setInterval(() => void this.beat(), this.heartbeatMs);
+    this.heartbeat.unref();
+    this.emit({ type: 'join', member: this.own });
+  }
+
+  /** Live members, this node included while started, sorted by node id. */
+  members(): MemberRecord[] {
+    const out: MemberRecord[] = [];
+    if (this.state === 'started' && this.own) out.push(this.own);
+    for (const peer of this.peers.values()) if (peer.live) out.push(peer.record);
+    return out.sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+  }
+
+  liveNodeIds(): string[] {
+    return this.members().map((m) => m.nodeId);
+  }
+
+  isLive(nodeId: string): boolean {
+    if (nodeId === this.nodeId) return this.state === 'started' && this.own !== undefined;
+    return this.peers.get(nodeId)?.live ?? false;
+  }
+
+  /** Calls `listener` with every join and leave from now on; returns the unsubscribe function. */
+  subscribe(listener: (event: MembershipEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Graceful leave: stops heartbeating and deletes this node's record, so peers see it go at once. */
+  async leave(): Promise<void> {
+    if (this.state !== 'started') {
+      this.stop();
+      return;
+    }
+    const beating = this.beating;
+    this.stop();
+    // A heartbeat landing after the delete would resurrect the record until it timed out.
+    await beating;
+    await this.options.kv.delete(this.options.subjects.memberKey(this.nodeId));
+    this.emit({ type: 'leave', nodeId: this.nodeId, reason: 'left' });
+  }
+
+  /** Stops heartbeating and watching but leaves the record behind, as a crash would. */
+  async close(): Promise<void> {
+    this.stop();
+  }
+
+  private stop(): void {
+    this.state = 'stopped';
+    clearInterval(this.heartbeat);
+    clearTimeout(this.expiry);
+    this.heartbeat = this.expiry = undefined;
+    this.stopWatch?.();
+    this.stopWatch = undefined;
+    this.peers.clear();
+  }
+
+  private load(): { actors: number; shards: number } {
+    const load = this.options.load?.() ?? { actors: 0, shards: 0 };
+    return { actors: load.actors, shards: load.shards };
+  }
+
+  private async beat(): Promise<void> {
+    if (this.beating || this.state !== 'started' || !this.own) return;
+    const record = { ...this.own, heartbeatAt: Date.now(), ...this.load() };
+    this.beating = this.options.kv
+      .put(this.options.subjects.memberKey(this.nodeId), encode(record))
+      .then(
+        () => {
+          if (this.state === 'started') this.own = record;
+        },
+        (error: unknown) => {
+          if (this.state === 'started') this.report(error);
+        },
+      )
+      .finally(() => {
+        this.beating = undefined;
+      });
+    await this.beating;
+  }
+
+  private observe({ key, value, revision }: KvChange): void {
+    if (this.state !== 'started') return;
+    const nodeId = this.options.subjects.nodeIdOfMemberKey(key);
+    // This node is live while started, whatever the bucket says; its next beat rewrites a lost record.
+    if (nodeId === this.nodeId) return;
+    const peer = this.peers.get(nodeId);
+    if (value === undefined) {
+      this.peers.delete(nodeId);
+      if (peer?.live) this.emit({ type: 'leave', nodeId, reason: 'left' });
+      return;
+    }
+    // A watch that restarts may deliver a revision again: only a newer one is a sign of life.
+    if (peer && revision <= peer.revision) return;
+    let record: MemberRecord;
+    try {
+      record = decode(value, isMemberRecord, `member record ${key}`);
+      if (record.nodeId !== nodeId) throw new DecodeError(`member record ${key}`, `it names node "${record.nodeId}"`);
+    } catch (error) {
+      this.report(error);
+      return;
+    }
+    const now = Date.now();
+    if (peer) {
+      const wasLive = peer.live;
+      Object.assign(peer, { record, revision, seenAt: now, live: true });
+      if (!wasLive) this.emit({ type: 'join', member: record });
+    } else {
+      this.peers.set(nodeId, { record, revision, seenAt: now, live: true });
+      this.emit({ type: 'join', member: record });
+    }
+    this.scheduleExpiry();
+  }
+
+  /**
+   * One timer, at the earliest deadline. A newly seen revision only ever pushes a
+   * deadline later than every pending one, so a pending timer never fires too late.
+   */
+  private scheduleExpiry(): void {
+    if (this.expiry !== undefined || this.state !== 'started') return;
+    let next = Infinity;
+    for (const peer of this.peers.values()) if (peer.live) next = Math.min(next, peer.seenAt + this.failureTimeoutMs);
+    if (next === Infinity) return;
+    this.expiry = setTimeout(() => {
+      this.expiry = undefined;
+      this.expire();
+    }, Math.max(0, next - Date.now()));
+    this.expiry.unref();
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    for (const [nodeId, peer] of this.peers) {
+      if (peer.live && now >= peer.seenAt + this.failureTimeoutMs) {
+        // Kept with its revision: only a newer revision (the node is back) makes it join again.
+        peer.live = false;
+        this.emit({ type: 'leave', nodeId, reason: 'failed' });
+      }
+    }
+    this.scheduleExpiry();
+  }
+
+  private emit(event: MembershipEvent): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch (error) {
+        this.report(error);
+      }
+    }
+  }
+
+  private report(error: unknown): void {
+    const reported = error instanceof Error ? error : new Error(`non-Error value thrown: ${String(error)}`, { cause: error });
+    if (this.options.onError) this.options.onError(reported);
+    else process.emitWarning(`natstate membership of ${this.nodeId}: ${reported.message}`);
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * `Transport` over core NATS request/reply. A node serves on its own subject
+ * (`Subjects.node`) with a plain subscription, not a queue group: one node is one
+ * responder, so a request reaches exactly the node it names, or nobody and then the
+ * server's "no responders" status answers at once.
+ *
+ * A handler that throws or rejects is a bug of the serving node (the router encodes
+ * every failure into its reply bytes), so it is reported there, to `onError`, and the
+ * request is not answered: the requester sees `TimeoutError`, as it would if the node
+ * had crashed, and retries like after any timeout.
+ */
+import { errors as natsErrors, type Msg, type NatsConnection, type Subscription } from '@nats-io/nats-core';
+import { ClosedError, TimeoutError } from '../../errors.js';
+import { Subjects } from '../../subjects.js';
+import { NoRespondersError, type RequestHandler, type Transport } from './transport.js';
+
+export interface NatsTransportOptions {
+  /** Subject prefix (see `Subjects`); every node of a cluster must use the same one. */
+  readonly prefix?: string;
+  /**
+   * Receives what serving swallowed so that the NATS client keeps running: a handler
+   * that threw or rejected, and a reply that could not be sent. Default: `process.emitWarning`.
+   */
+  readonly onError?: (error: Error) => void;
+}
+
+export class NatsTransport implements Transport {
+  private readonly subjects: Subjects;
+  private readonly onError: (error: Error) => void;
+  private readonly subscriptions = new Set<Subscription>();
+  private closed = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    namespace: string,
+    options: NatsTransportOptions = {},
+  ) {
+    this.subjects = new Subjects(namespace, options.prefix);
+    this.onError = options.onError ?? ((error) => process.emitWarning(error.message));
+  }
+
+  /** Resolves after a round trip to the server, so the subscription is live for every node. */
+  async serve(nodeId: string, handler: RequestHandler): Promise<() => Promise<void>> {
+    this.assertOpen();
+    const subscription = this.nc.subscribe(this.subjects.node(nodeId), {
+      // Runs inside the client's protocol parser: nothing may escape from here.
+      callback: (error, msg) => {
+        if (error) this.report(error, `serving node ${nodeId}`);
+        else this.answer(nodeId, handler, msg);
+      },
+    });
+    this.subscriptions.add(subscription);
+    try {
+      await this.nc.flush();
+    } catch (error) {
+      this.subscriptions.delete(subscription);
+      subscription.unsubscribe();
+      throw this.nc.isClosed() ? new ClosedError('the NATS connection') : error;
+    }
+    return async () => {
+      if (!this.subscriptions.delete(subscription)) return;
+      await stopServing(this.nc, subscription);
+    };
+  }
+
+  async request(nodeId: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    this.assertOpen();
+    try {
+      const reply = await this.nc.request(this.subjects.node(nodeId), payload, { timeout: timeoutMs });
+      return reply.data;
+    } catch (error) {
+      if (isNoResponders(error)) throw new NoRespondersError(nodeId);
+      throw toTransportError(error, `request to node ${nodeId}`, timeoutMs) ?? error;
+    }
+  }
+
+  /** Stops serving (requests being handled still get their reply); the connection stays open. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const subscriptions = [...this.subscriptions];
+    this.subscriptions.clear();
+    await Promise.all(subscriptions.map((subscription) => stopServing(this.nc, subscription)));
+  }
+
+  private answer(nodeId: string, handler: RequestHandler, msg: Msg): void {
+    Promise.resolve()
+      .then(() => handler(msg.data))
+      .then(
+        (reply) => {
+          try {
+            msg.respond(reply);
+          } catch (error) {
+            this.report(error, `replying as node ${nodeId}`);
+          }
+        },
+        (error: unknown) => this.report(error, `the handler of node ${nodeId} failed, the request stays unanswered`),
+      );
+  }
+
+  private report(error: unknown, what: string): void {
+    const cause = error instanceof Error ? error : new Error(String(error));
+    try {
+      this.onError(new Error(`natstate: ${what}: ${cause.message}`, { cause }));
+    } catch {
+      // An error reporter that fails has nowhere left to report to.
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ClosedError('NatsTransport');
+  }
+}
+
+/**
+ * Drains the subscription (messages already received are still handled) and waits until
+ * the server has dropped it, so a request sent afterwards finds no responders.
+ */
+async function stopServing(nc: NatsConnection, subscription: Subscription): Promise<void> {
+  if (nc.isClosed()) return;
+  // Both fail only when the connection closes under them, which ends the subscription too.
+  await subscription.drain().catch(() => undefined);
+  await nc.flush().catch(() => undefined);
+}
+
+function isNoResponders(error: unknown): boolean {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) if (e instanceof natsErrors.NoRespondersError) return true;
+  return false;
+}
+
+function toTransportError(error: unknown, operation: string, timeoutMs: number): Error | undefined {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    if (e instanceof natsErrors.TimeoutError) return new TimeoutError(operation, timeoutMs, { cause: error });
+    if (e instanceof natsErrors.ClosedConnectionError || e instanceof natsErrors.DrainingConnectionError) return new ClosedError('the NATS connection');
+  }
+  return undefined;
+}
