@@ -13,7 +13,7 @@ import { encode } from '../lib/codec/codec.js';
 import { Subjects } from '../lib/subjects.js';
 import { createNode } from '../lib/index.js';
 import { account } from '../examples/bank/account.machine.js';
-import { opsPerSecond, round, type Benchmark } from './harness.js';
+import { opsPerSecond, round, sideBySide, type Benchmark } from './harness.js';
 
 const ACTORS = 1_000;
 const COMMANDS = 20_000;
@@ -37,17 +37,24 @@ export const b3: Benchmark = {
       const subjects = new Subjects(namespace);
       const payload = encode({ commitId: crypto.randomUUID(), version: 12345, time: Date.now(), events: [deposit], commandIds: [crypto.randomUUID()] });
       const js = jetstream(nc);
-      const rawPerSecond = await opsPerSecond(COMMANDS, async () => {
-        const acks: Promise<unknown>[] = new Array(COMMANDS);
-        for (let i = 0; i < COMMANDS; i++) acks[i] = js.publish(subjects.events({ type: 'raw', id: `r-${i % ACTORS}` }), payload);
-        await Promise.all(acks);
-      });
-
-      const natstatePerSecond = await opsPerSecond(COMMANDS, async () => {
-        const replies: Promise<unknown>[] = new Array(COMMANDS);
-        for (let i = 0; i < COMMANDS; i++) replies[i] = node.send('account', `acc-${i % ACTORS}`, deposit);
-        await Promise.all(replies);
-      });
+      const measured = await sideBySide(
+        COMMANDS,
+        {
+          baseline: async () => {
+            const acks: Promise<unknown>[] = new Array(COMMANDS);
+            for (let i = 0; i < COMMANDS; i++) acks[i] = js.publish(subjects.events({ type: 'raw', id: `r-${i % ACTORS}` }), payload);
+            await Promise.all(acks);
+          },
+          natstate: async () => {
+            const replies: Promise<unknown>[] = new Array(COMMANDS);
+            for (let i = 0; i < COMMANDS; i++) replies[i] = node.send('account', `acc-${i % ACTORS}`, deposit);
+            await Promise.all(replies);
+          },
+        },
+        3,
+      );
+      const rawPerSecond = measured.baseline;
+      const natstatePerSecond = measured.natstate;
 
       const unbatchedPerSecond = await opsPerSecond(COMMANDS, async () => {
         for (let wave = 0; wave < COMMANDS / ACTORS; wave++) {

@@ -36,6 +36,27 @@ export async function opsPerSecond(ops: number, fn: () => Promise<void> | void, 
   return best;
 }
 
+/**
+ * Measures two contenders side by side: rounds alternate between them so both see the
+ * same machine load, and each keeps its best round. Returns operations per second.
+ */
+export async function sideBySide(
+  ops: number,
+  contenders: { readonly baseline: () => Promise<void> | void; readonly natstate: () => Promise<void> | void },
+  rounds = 5,
+): Promise<{ baseline: number; natstate: number }> {
+  const best = { baseline: 0, natstate: 0 };
+  for (let i = 0; i < rounds; i++) {
+    for (const side of ['baseline', 'natstate'] as const) {
+      const start = process.hrtime.bigint();
+      await contenders[side]();
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      best[side] = Math.max(best[side], ops / seconds);
+    }
+  }
+  return best;
+}
+
 export function gc(): void {
   const collect = (globalThis as { gc?: () => void }).gc;
   if (!collect) throw new Error('run the benchmarks with node --expose-gc (npm run bench does)');

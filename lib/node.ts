@@ -148,9 +148,8 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   const node: NatstateNode<A> = {
     id: nodeId,
     namespace,
-    async send(type, id, event, commandOptions) {
-      const { accepted, version, commandId, duplicate } = await host.dispatch(type, id, event, commandOptions?.commandId);
-      return { accepted, version, commandId, duplicate };
+    send(type, id, event, commandOptions) {
+      return host.dispatch(type, id, event, commandOptions?.commandId);
     },
     async ask(type, id, event, commandOptions) {
       const reply = await host.dispatch(type, id, event, commandOptions?.commandId);

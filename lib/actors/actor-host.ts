@@ -14,7 +14,7 @@ import type { EventBus, EventStored } from '../eventbus/eventbus.js';
 import { ClosedError, ConcurrencyError, UnknownActorTypeError } from '../errors.js';
 import { validateActorId } from '../subjects.js';
 import { ActorType, type ExecutableAction } from './actor-type.js';
-import { ResidentActor, type Envelope, type Reply } from './resident-actor.js';
+import { Reply, ResidentActor, type Envelope } from './resident-actor.js';
 
 export interface ActorHostOptions {
   readonly namespace: string;
@@ -286,13 +286,7 @@ export class ActorHost {
       }
       for (let i = 0; i < batch.length; i++) {
         const v = versions[i];
-        batch[i].resolve({
-          accepted: v >= 0,
-          version: v >= 0 ? v : -v - 1,
-          commandId: batch[i].commandId,
-          duplicate: duplicates[i] === true,
-          snapshot: snapshots[i],
-        });
+        batch[i].resolve(new Reply(v >= 0, v >= 0 ? v : -v - 1, batch[i].commandId, duplicates[i] === true, snapshots[i]));
       }
       return;
     }

@@ -1,5 +1,6 @@
 import type { AnyMachineSnapshot, EventObject } from 'xstate';
 
+
 /** A command or a state query waiting in an actor's mailbox. */
 export interface Envelope {
   /** Absent for a state query. */
@@ -11,13 +12,27 @@ export interface Envelope {
   readonly reject: (error: unknown) => void;
 }
 
-export interface Reply {
-  readonly accepted: boolean;
-  readonly version: number;
-  readonly commandId: string;
-  /** True when the command id had already been applied; nothing new was stored. */
-  readonly duplicate: boolean;
-  readonly snapshot: AnyMachineSnapshot;
+/**
+ * The outcome of one command, as `node.send` returns it. The actor's snapshot right after
+ * the command rides along privately (for `ask` and `state`) without being part of the
+ * public result.
+ */
+export class Reply {
+  readonly #snapshot: AnyMachineSnapshot;
+  constructor(
+    readonly accepted: boolean,
+    readonly version: number,
+    readonly commandId: string,
+    /** True when the command id had already been applied; nothing new was stored. */
+    readonly duplicate: boolean,
+    snapshot: AnyMachineSnapshot,
+  ) {
+    this.#snapshot = snapshot;
+  }
+
+  get snapshot(): AnyMachineSnapshot {
+    return this.#snapshot;
+  }
 }
 
 /**

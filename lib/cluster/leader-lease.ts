@@ -70,7 +70,8 @@ export class LeaderLease {
   private highestTerm = 0;
   /** The term of this run's last attempt to take the lease: records with it are our own writes. */
   private claimedTerm: number | undefined;
-  private busy = false;
+  /** The write in flight: one at a time. */
+  private inflight: Promise<void> | undefined;
   private ticker: ReturnType<typeof setInterval> | undefined;
   private expiry: ReturnType<typeof setTimeout> | undefined;
   private stopWatch: (() => void) | undefined;
@@ -125,12 +126,27 @@ export class LeaderLease {
     return () => this.listeners.delete(listener);
   }
 
-  /** Graceful: gives up the lease (deleting the key so another node takes it at once) and stops. */
+  /**
+   * Graceful: gives up the lease and stops. The key is deleted so that another node
+   * takes over at once; a last revision-checked write first proves the lease is still
+   * this node's, so the delete can only remove a lease a successor has not taken yet.
+   */
   async resign(): Promise<void> {
-    // Only a lease still valid is ours to delete: a lapsed one may already be someone else's.
-    const mine = this.isLeader;
+    const held = this.isLeader ? this.held : undefined;
+    const inflight = this.inflight;
     this.stop();
-    if (mine) await this.options.kv.delete(this.key);
+    if (!held) return;
+    // A renewal in flight moves the revision on.
+    await inflight;
+    const { kv } = this.options;
+    try {
+      await kv.update(this.key, encode({ holder: this.nodeId, term: held.term, renewedAt: Date.now() } satisfies LeaseRecord), held.revision);
+    } catch (error) {
+      // No longer ours: its holder keeps it.
+      if (error instanceof RevisionConflictError) return;
+      throw error;
+    }
+    await kv.delete(this.key);
   }
 
   /** Stops without giving up the lease, as a crash would: others take over once it lapses. */
@@ -154,16 +170,18 @@ export class LeaderLease {
   }
 
   /** Renews, takes or waits, depending on what was observed. One write in flight at a time. */
-  private async tick(): Promise<void> {
-    if (this.busy || this.phase !== 'started') return;
-    this.busy = true;
-    try {
-      if (this.held) await this.renew(this.held);
-      else if (!this.observed?.present) await this.take(undefined);
-      else if (Date.now() - this.observed.seenAt >= this.leaseMs) await this.take(this.observed);
-    } finally {
-      this.busy = false;
-    }
+  private tick(): Promise<void> {
+    if (this.inflight || this.phase !== 'started') return Promise.resolve();
+    let action: Promise<void> | undefined;
+    if (this.held) action = this.renew(this.held);
+    else if (!this.observed?.present) action = this.take(undefined);
+    else if (Date.now() - this.observed.seenAt >= this.leaseMs) action = this.take(this.observed);
+    if (!action) return Promise.resolve();
+    const inflight = action.finally(() => {
+      if (this.inflight === inflight) this.inflight = undefined;
+    });
+    this.inflight = inflight;
+    return inflight;
   }
 
   private async renew(held: Held): Promise<void> {
@@ -171,7 +189,9 @@ export class LeaderLease {
     const record: LeaseRecord = { holder: this.nodeId, term: held.term, renewedAt: sentAt };
     try {
       const revision = await this.options.kv.update(this.key, encode(record), held.revision);
-      if (this.held === held && this.phase === 'started') this.hold({ revision, term: held.term, sentAt }, record);
+      // Recorded even once stopped: `resign` writes after it.
+      Object.assign(held, { revision, sentAt });
+      if (this.held === held && this.phase === 'started') this.hold(held, record);
     } catch (error) {
       if (error instanceof RevisionConflictError) {
         if (this.held === held) this.held = undefined;

@@ -23,7 +23,7 @@ export class MemoryKVBucket {
     if (value === undefined) this.entries.delete(key);
     else this.entries.set(key, { key, value: value.slice(), revision });
     for (const w of this.watchers) {
-      if (!key.startsWith(w.prefix)) continue;
+      if (!matches(w.prefix, key)) continue;
       const change = { key, value: value?.slice(), revision };
       // Asynchronous like a network watch, and a throwing handler cannot break the writer.
       queueMicrotask(() => {
@@ -35,11 +35,20 @@ export class MemoryKVBucket {
 
   watch(prefix: string, handler: (change: KvChange) => void): () => void {
     const watcher = { prefix, handler };
-    const current = [...this.entries.values()].filter((e) => e.key.startsWith(prefix)).sort((a, b) => (a.key < b.key ? -1 : 1));
+    const current = [...this.entries.values()].filter((e) => matches(prefix, e.key)).sort((a, b) => (a.key < b.key ? -1 : 1));
     for (const e of current) handler({ key: e.key, value: e.value.slice(), revision: e.revision });
     this.watchers.add(watcher);
     return () => this.watchers.delete(watcher);
   }
+}
+
+/**
+ * Whether a watch on `prefix` sees `key`. Matched by token like a NATS KV watch: a
+ * prefix ending in `.` covers the keys below it, any other prefix is one exact key,
+ * and `''` is the whole bucket (`leader` does not see `leaderboard`).
+ */
+function matches(prefix: string, key: string): boolean {
+  return prefix === '' || (prefix.endsWith('.') ? key.startsWith(prefix) : key === prefix);
 }
 
 /** `ClusterKV` over a `MemoryKVBucket`: the embedded default. */
