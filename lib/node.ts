@@ -8,7 +8,6 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import type { AnyStateMachine, ContextFrom, EventFromLogic, SnapshotFrom } from 'xstate';
 import { v4 as uuid } from 'uuid';
 import { ActorHost } from './actors/actor-host.js';
-import type { Reply } from './actors/resident-actor.js';
 import type { EventBus, EventStoredFilter, EventStoredHandler, Unsubscribe } from './eventbus/eventbus.js';
 import { LocalEventBus } from './eventbus/local.js';
 import { NATSEventBus } from './eventbus/nats.js';
@@ -16,7 +15,20 @@ import type { EventStore } from './eventstore/eventstore.js';
 import { JetStreamEventStore } from './eventstore/jetstream.js';
 import { MemoryNetwork } from './memory-network.js';
 import { ClosedError } from './errors.js';
-import { validateActorType, validateNamespace } from './subjects.js';
+import { Subjects, validateActorType, validateNamespace } from './subjects.js';
+import type { ClusterKV } from './cluster/kv/kv.js';
+import { MemoryKV } from './cluster/kv/memory.js';
+import { NatsKV } from './cluster/kv/nats.js';
+import type { Transport } from './cluster/transport/transport.js';
+import { MemoryTransport } from './cluster/transport/memory.js';
+import { NatsTransport } from './cluster/transport/nats.js';
+import { ShardMapStore } from './cluster/shard-map.js';
+import { Membership } from './cluster/membership.js';
+import { LeaderLease } from './cluster/leader-lease.js';
+import { ShardCoordinator, type ShardPlan } from './cluster/coordinator.js';
+import { Router } from './cluster/router.js';
+import { shardOf } from './cluster/placement.js';
+import { DEFAULT_MAX_PAYLOAD } from './codec/codec.js';
 
 export type ActorTypes = Readonly<Record<string, AnyStateMachine>>;
 
@@ -48,6 +60,47 @@ export interface NodeOptions<A extends ActorTypes> {
   readonly idempotencyWindow?: number;
   /** Errors with no caller to report to (a throwing side effect, a failed snapshot save). */
   readonly onError?: (error: unknown, context: string) => void;
+  /** How this node takes part in its namespace's cluster. */
+  readonly cluster?: ClusterOptions;
+}
+
+export interface ClusterOptions {
+  /** Shards of the namespace; fixed for its lifetime, the same on every node. Default 256. */
+  readonly shards?: number;
+  /** Heartbeat interval. Default 1,000 ms. */
+  readonly heartbeatMs?: number;
+  /** A node whose heartbeat is older than this is down. Default 5,000 ms. */
+  readonly failureTimeoutMs?: number;
+  /** Leader lease duration. Default 5,000 ms. */
+  readonly leaseMs?: number;
+  /** Most shards moved between live nodes per rebalance round (absolute). */
+  readonly maxMoves?: number;
+  /** Most shards moved between live nodes per rebalance round (share of all shards). */
+  readonly maxMovesRatio?: number;
+  /** How often the leader re-checks the map. Default 1,000 ms. */
+  readonly planIntervalMs?: number;
+  /** Longest wait for one reply from another node. Default 5,000 ms. */
+  readonly requestTimeoutMs?: number;
+  /** Longest time a command may spend being routed, retries included. Default 15,000 ms. */
+  readonly routeDeadlineMs?: number;
+  /** Called on the leader after each shard map it published. */
+  readonly onPlan?: (plan: ShardPlan) => void;
+}
+
+/** What a node knows of its cluster right now. */
+export interface ClusterStatus {
+  readonly nodeId: string;
+  readonly leader: string | undefined;
+  readonly isLeader: boolean;
+  /** Live members, sorted by id. */
+  readonly members: readonly string[];
+  /** Epoch of the shard map this node routes with (0 before the first map). */
+  readonly epoch: number;
+  readonly shardCount: number;
+  /** Shards this node owns in that map. */
+  readonly ownedShards: number;
+  /** Actors resident in memory here. */
+  readonly residentActors: number;
 }
 
 export interface CommandOptions {
@@ -86,7 +139,14 @@ export interface NatstateNode<A extends ActorTypes> {
   state<T extends keyof A & string>(type: T, id: string): Promise<ActorState<A[T]> & { readonly version: number }>;
   /** Every `EventStored` of this namespace, from any node, optionally filtered by type and/or id. */
   subscribeToEventStored(handler: EventStoredHandler, filter?: EventStoredFilter): Unsubscribe;
-  /** Finishes queued commands, then releases everything the node opened. */
+  /** Membership, leadership and shard ownership as this node sees them. */
+  cluster(): ClusterStatus;
+  /**
+   * Leaves the cluster gracefully: gives up membership (and the lead), waits until the
+   * shard map no longer assigns it any shard (at most `timeoutMs`), then closes.
+   */
+  leave(options?: { timeoutMs?: number }): Promise<void>;
+  /** Finishes queued commands, leaves the cluster, then releases everything the node opened. */
   close(): Promise<void>;
 }
 
@@ -94,10 +154,6 @@ function isConnection(value: NodeConnectionOptions | NatsConnection): value is N
   return typeof (value as NatsConnection).publish === 'function' && typeof (value as NatsConnection).subscribe === 'function';
 }
 
-function stateOf<M extends AnyStateMachine>(reply: Reply): ActorState<M> {
-  const { value, context, status } = reply.snapshot;
-  return { value, context, status } as ActorState<M>;
-}
 
 export async function createNode<const A extends ActorTypes>(options: NodeOptions<A>): Promise<NatstateNode<A>> {
   validateNamespace(options.namespace);
@@ -105,14 +161,24 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   const nodeId = options.nodeId ?? uuid();
   const { namespace } = options;
 
+  const subjects = new Subjects(namespace, options.prefix);
+  const clusterOptions = options.cluster ?? {};
+  const report = (context: string) => (error: unknown) => (options.onError ?? defaultOnError)(error, context);
+
   let store: EventStore;
   let bus: EventBus;
+  let kv: ClusterKV;
+  let transport: Transport;
+  let maxPayload = DEFAULT_MAX_PAYLOAD;
   let owned: NatsConnection | undefined;
   if (options.nats) {
     const nc = isConnection(options.nats) ? options.nats : (owned = await connect(options.nats));
     try {
       store = await JetStreamEventStore.create(nc, { namespace, prefix: options.prefix, ...options.jetstream });
-      bus = new NATSEventBus(nc, namespace, { prefix: options.prefix, onError: (e) => options.onError?.(e, 'event bus') });
+      kv = await NatsKV.create(nc, { namespace, prefix: options.prefix, ...options.jetstream });
+      bus = new NATSEventBus(nc, namespace, { prefix: options.prefix, onError: report('event bus') });
+      transport = new NatsTransport(nc, namespace, { prefix: options.prefix, onError: report('transport') });
+      maxPayload = nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
     } catch (error) {
       await owned?.close();
       throw error;
@@ -120,7 +186,9 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   } else {
     const network = options.network ?? new MemoryNetwork();
     store = network.store(namespace);
-    bus = new LocalEventBus(namespace, network.hub, { onError: (e) => options.onError?.(e, 'event bus') });
+    bus = new LocalEventBus(namespace, network.hub, { onError: report('event bus') });
+    kv = new MemoryKV(network.kvBucket(namespace));
+    transport = new MemoryTransport(network.transportHub(namespace));
   }
 
   const host = new ActorHost({
@@ -133,7 +201,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     passivateAfterMs: options.passivateAfterMs,
     maxBatch: options.maxBatch,
     idempotencyWindow: options.idempotencyWindow,
-    onError: options.onError,
+    onError: options.onError ?? defaultOnError,
   });
 
   // Keep this node's version cache and resident actors in step with other writers.
@@ -144,34 +212,120 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   });
   await bus.flush();
 
+  // The cluster: shard map, routing, membership, leader lease and (on the leader) planning.
+  const shardMap = new ShardMapStore({ kv, subjects, onError: report('shard map') });
+  await shardMap.start();
+  const router = new Router({
+    nodeId,
+    host,
+    shardMap,
+    transport,
+    maxPayload,
+    requestTimeoutMs: clusterOptions.requestTimeoutMs,
+    deadlineMs: clusterOptions.routeDeadlineMs,
+  });
+  const stopServing = await transport.serve(nodeId, router.handleRequest);
+  const ownedShards = () => shardMap.current?.owners.reduce((n, owner) => (owner === nodeId ? n + 1 : n), 0) ?? 0;
+  // Actors of shards that moved away are released; their next owner recovers them from the store.
+  const stopEvicting = shardMap.subscribe((map) => host.evict((_type, id) => map.owners[shardOf(id, map.shardCount)] !== nodeId));
+  const membership = new Membership({
+    kv,
+    subjects,
+    nodeId,
+    heartbeatMs: clusterOptions.heartbeatMs,
+    failureTimeoutMs: clusterOptions.failureTimeoutMs,
+    load: () => ({ actors: host.residentCount, shards: ownedShards() }),
+    onError: report('membership'),
+  });
+  await membership.start();
+  const lease = new LeaderLease({ kv, subjects, nodeId, leaseMs: clusterOptions.leaseMs, onError: report('leader lease') });
+  await lease.start();
+  const coordinator = new ShardCoordinator({
+    membership,
+    lease,
+    shardMap,
+    nodeId,
+    shardCount: clusterOptions.shards ?? 256,
+    maxMoves: clusterOptions.maxMoves,
+    maxMovesRatio: clusterOptions.maxMovesRatio,
+    planIntervalMs: clusterOptions.planIntervalMs,
+    onPlan: clusterOptions.onPlan,
+    onError: report('shard coordinator'),
+  });
+  coordinator.start();
+  // Ready once a shard map exists (a lone first node publishes it at once as the leader).
+  await shardMap.waitFor(() => true, (clusterOptions.leaseMs ?? 5_000) * 2).catch(() => undefined);
+
   let closed = false;
+  let left = false;
+  const leaveCluster = async () => {
+    if (left) return;
+    left = true;
+    coordinator.close();
+    await membership.leave().catch(report('membership'));
+    await lease.resign().catch(report('leader lease'));
+  };
   const node: NatstateNode<A> = {
     id: nodeId,
     namespace,
     send(type, id, event, commandOptions) {
-      return host.dispatch(type, id, event, commandOptions?.commandId);
+      return router.send(type, id, event, commandOptions?.commandId);
     },
     async ask(type, id, event, commandOptions) {
-      const reply = await host.dispatch(type, id, event, commandOptions?.commandId);
-      return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate, state: stateOf(reply) };
+      const reply = await router.sendMessage(type, id, event, commandOptions?.commandId, true);
+      const { accepted, version, commandId, duplicate, state } = reply;
+      return { accepted, version, commandId, duplicate, state: state as ActorState<A[typeof type]> };
     },
     async state(type, id) {
-      const reply = await host.dispatch(type, id, undefined, undefined);
-      return { ...stateOf(reply), version: reply.version };
+      const reply = await router.sendMessage(type, id, undefined, undefined, true);
+      return { ...(reply.state as ActorState<A[typeof type]>), version: reply.version };
     },
     subscribeToEventStored(handler, filter) {
       if (closed) throw new ClosedError(`node ${nodeId}`);
       return bus.subscribeToEventStored(handler, filter);
     },
+    cluster() {
+      const map = shardMap.current;
+      return {
+        nodeId,
+        leader: lease.leader,
+        isLeader: lease.isLeader,
+        members: membership.liveNodeIds(),
+        epoch: map?.epoch ?? 0,
+        shardCount: map?.shardCount ?? clusterOptions.shards ?? 256,
+        ownedShards: ownedShards(),
+        residentActors: host.residentCount,
+      };
+    },
+    async leave(leaveOptions) {
+      if (closed) return;
+      await leaveCluster();
+      const timeoutMs = leaveOptions?.timeoutMs ?? (clusterOptions.failureTimeoutMs ?? 5_000) * 2;
+      // Keep serving until the leader has handed this node's shards to others.
+      await shardMap.waitFor((map) => !map.owners.includes(nodeId), timeoutMs).catch(() => undefined);
+      await node.close();
+    },
     async close() {
       if (closed) return;
       closed = true;
+      await leaveCluster();
       await host.close();
+      await stopServing();
+      stopEvicting();
       stopSync();
+      await membership.close();
+      await lease.close();
+      shardMap.close();
+      await transport.close();
       await bus.close();
+      await kv.close();
       if (options.nats) await store.close();
       await owned?.close();
     },
   };
   return node;
+}
+
+function defaultOnError(error: unknown, context: string): void {
+  process.emitWarning(`natstate ${context}: ${error instanceof Error ? error.message : String(error)}`);
 }

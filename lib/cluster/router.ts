@@ -73,14 +73,26 @@ export class Router {
   }
 
   /**
+   * `sendMessage` for a command whose caller needs no state back, with a fast path: when
+   * this node owns the actor it goes straight to the host, no routing machinery at all.
+   */
+  send(type: string, id: string, event: AnyEventObject, commandId: string | undefined): Promise<RoutedReply> {
+    const { shardMap, nodeId, host } = this.options;
+    const map = shardMap.current;
+    if (map && typeof id === 'string' && map.owners[shardOf(id, map.shardCount)] === nodeId) return host.dispatch(type, id, event, commandId);
+    return this.sendMessage(type, id, event, commandId, false).then((r) => ({ accepted: r.accepted, version: r.version, commandId: r.commandId, duplicate: r.duplicate }));
+  }
+
+  /**
    * Routes a command (or, without `event`, a state query) to the actor's owner and
    * resolves with its reply. Bad input is rejected here, before anything is sent.
    */
   async sendMessage(type: string, id: string, event: AnyEventObject | undefined, commandId: string | undefined, wantState: boolean): Promise<RoutedReply> {
     const { host, shardMap, nodeId } = this.options;
     host.validate(type, id, event);
-    // Generated here, once: every retry carries the same id, so the owner applies it once.
-    const request: RouteRequest = { type, id, event, commandId: commandId ?? this.idPrefix + (this.nextId++).toString(36), epoch: 0, wantState };
+    // Generated here, once, and only if the command leaves this node: every retry carries
+    // the same id, so the owner applies it once.
+    let request: RouteRequest | undefined;
     const deadline = Date.now() + this.deadlineMs;
     let last: { epoch: number; owner: string | null } = { epoch: 0, owner: null };
     for (let attempt = 0; ; attempt++) {
@@ -93,7 +105,7 @@ export class Router {
       }
       const owner = map.owners[shardOf(id, map.shardCount)];
       if (owner === nodeId) {
-        const reply = await host.dispatch(type, id, event, request.commandId);
+        const reply = await host.dispatch(type, id, event, request?.commandId ?? commandId);
         return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate, state: wantState ? stateOf(reply.snapshot) : undefined };
       }
       last = { epoch: map.epoch, owner };
@@ -103,6 +115,7 @@ export class Router {
       }
       let reply: RouteReply;
       try {
+        request ??= { type, id, event, commandId: commandId ?? this.idPrefix + (this.nextId++).toString(36), epoch: 0, wantState };
         const bytes = encodeWithin({ ...request, epoch: map.epoch }, this.maxPayload, `command for ${type}/${id}`);
         const answer = await this.options.transport.request(owner, bytes, Math.min(this.requestTimeoutMs, remaining));
         reply = decode(answer, isRouteReply, `reply from node ${owner}`);
