@@ -1,7 +1,9 @@
 /** The public surface of natstate. */
 export { createNode } from './node.js';
-export type { ActorTypes, NodeOptions, NatstateNode, CommandOptions, SendResult, AskResult, ActorState } from './node.js';
+export type { ActorTypes, NodeOptions, NatstateNode, CommandOptions, SendResult, AskResult, ActorState, ClusterOptions, ClusterStatus } from './node.js';
 export { MemoryNetwork } from './memory-network.js';
+export { createMemoryCluster, type MemoryCluster, type MemoryClusterOptions } from './memory-cluster.js';
+export { shardOf, rebalanceShards, initialOwners, NoNodesError, PlacementArgumentError, type RebalanceOptions, type ShardMove, type Rebalance } from './cluster/placement.js';
 
 export type { EventStore, AppendOptions, AppendResult, RecordedEvent, ReadOptions, StreamId, SnapshotRecord } from './eventstore/eventstore.js';
 export { MemoryEventStore } from './eventstore/memory.js';
@@ -26,4 +28,9 @@ export {
   ClosedError,
   EventStoreError,
   ServerCapabilityError,
+  NotOwnerError,
+  RemoteError,
 } from './errors.js';
+export { NoRespondersError } from './cluster/transport/transport.js';
+export { RevisionConflictError } from './cluster/kv/kv.js';
+export { ShardCountMismatchError } from './cluster/coordinator.js';

@@ -128,7 +128,8 @@ export class ShardMapStore {
     const revision = expectedRevision === undefined ? await kv.create(this.key, bytes) : await kv.update(this.key, bytes, expectedRevision);
     const map = freeze(record, revision);
     this.adopt(map);
-    return map;
+    // The watch may have delivered this very write first: hand out the one object.
+    return this.map?.revision === revision ? this.map : map;
   }
 
   /** Stops watching; the last map stays readable. */

@@ -42,9 +42,11 @@ export interface ClusterKV {
   put(key: string, value: Uint8Array): Promise<number>;
   delete(key: string): Promise<void>;
   /**
-   * Calls `handler` with every current entry whose key starts with `prefix` (in key
-   * order), then with every later change, in revision order. Resolves once the current
-   * entries were delivered; the returned function stops the watch.
+   * Calls `handler` with every current entry under `prefix` (in key order), then with
+   * every later change, in revision order. A prefix ending in `.` selects every key below
+   * it (`members.` → `members.a`, `members.b`); any other prefix selects exactly that
+   * key; `''` selects the whole bucket. Resolves once the current entries were
+   * delivered; the returned function stops the watch.
    */
   watch(prefix: string, handler: (change: KvChange) => void): Promise<() => void>;
   close(): Promise<void>;

@@ -3,7 +3,8 @@ import { RevisionConflictError, type ClusterKV, type KvChange, type KvEntry } fr
 
 /**
  * One in-process bucket shared by every node of an embedded network. Values are copied
- * in and out, so nobody can change a stored value by mutating a buffer.
+ * in and out, so nobody can change a stored value by mutating a buffer. (With
+ * `new Uint8Array(value)`: the `slice` of a Node Buffer is a view, not a copy.)
  */
 export class MemoryKVBucket {
   private readonly entries = new Map<string, KvEntry>();
@@ -12,7 +13,7 @@ export class MemoryKVBucket {
 
   get(key: string): KvEntry | undefined {
     const entry = this.entries.get(key);
-    return entry && { ...entry, value: entry.value.slice() };
+    return entry && { ...entry, value: new Uint8Array(entry.value) };
   }
 
   write(key: string, value: Uint8Array | undefined, expected: number | 'absent' | 'any'): number {
@@ -21,10 +22,10 @@ export class MemoryKVBucket {
     if (typeof expected === 'number' && current?.revision !== expected) throw new RevisionConflictError(key, expected);
     const revision = ++this.revision;
     if (value === undefined) this.entries.delete(key);
-    else this.entries.set(key, { key, value: value.slice(), revision });
+    else this.entries.set(key, { key, value: new Uint8Array(value), revision });
     for (const w of this.watchers) {
       if (!matches(w.prefix, key)) continue;
-      const change = { key, value: value?.slice(), revision };
+      const change = { key, value: value && new Uint8Array(value), revision };
       // Asynchronous like a network watch, and a throwing handler cannot break the writer.
       queueMicrotask(() => {
         if (this.watchers.has(w)) w.handler(change);
@@ -36,7 +37,7 @@ export class MemoryKVBucket {
   watch(prefix: string, handler: (change: KvChange) => void): () => void {
     const watcher = { prefix, handler };
     const current = [...this.entries.values()].filter((e) => matches(prefix, e.key)).sort((a, b) => (a.key < b.key ? -1 : 1));
-    for (const e of current) handler({ key: e.key, value: e.value.slice(), revision: e.revision });
+    for (const e of current) handler({ key: e.key, value: new Uint8Array(e.value), revision: e.revision });
     this.watchers.add(watcher);
     return () => this.watchers.delete(watcher);
   }

@@ -6,9 +6,10 @@
  * A watch is an ordered push consumer on the bucket's stream, delivering the last
  * message of every matching key and then every later one. Its creation reports how
  * many messages that first part holds (`num_pending`), which is how the watch knows
- * when the current values are complete, also for an empty bucket. nats.js recreates
- * the consumer after a server restart or a gap, starting after the last delivered
- * message, so no change is lost or repeated.
+ * when the current values are complete, also for an empty bucket. A file-backed server
+ * keeps the consumer across its restart and resumes delivery on reconnect; after a gap
+ * in delivery or two missed idle heartbeats (30 s each) nats.js recreates it, starting
+ * after the last delivered message, so no change is lost or repeated.
  */
 import {
   DeliverPolicy,
@@ -39,7 +40,7 @@ export interface NatsKVOptions {
   readonly timeoutMs?: number;
   /**
    * Receives what a watch swallowed so that it keeps running: a handler that threw, or
-   * a watch that ended because its connection closed. Default: `process.emitWarning`.
+   * the consumer behind a watch failing for good. Default: `process.emitWarning`.
    */
   readonly onError?: (error: Error) => void;
 }
@@ -97,7 +98,7 @@ export class NatsKV implements ClusterKV {
     try {
       const entry = await this.kv.get(key);
       if (!entry || entry.operation !== 'PUT') return undefined;
-      return { key, value: entry.value.slice(), revision: entry.revision };
+      return { key, value: new Uint8Array(entry.value), revision: entry.revision };
     } catch (error) {
       throw toKvError(error, `KV get of ${key}`, this.timeoutMs);
     }
@@ -231,7 +232,8 @@ export class NatsKV implements ClusterKV {
     const key = msg.subject.slice(this.keySubjectPrefix.length);
     const operation = msg.headers?.get(OPERATION_HEADER);
     const deleted = operation === 'DEL' || operation === 'PURGE';
-    return { key, value: deleted ? undefined : msg.data.slice(), revision: msg.seq };
+    // A copy: the client's bytes may be a Node Buffer view of its read buffer (its `slice` does not copy).
+    return { key, value: deleted ? undefined : new Uint8Array(msg.data), revision: msg.seq };
   }
 
   private report(error: unknown, what: string): void {

@@ -42,20 +42,25 @@ export class NatsTransport implements Transport {
   /** Resolves after a round trip to the server, so the subscription is live for every node. */
   async serve(nodeId: string, handler: RequestHandler): Promise<() => Promise<void>> {
     this.assertOpen();
-    const subscription = this.nc.subscribe(this.subjects.node(nodeId), {
-      // Runs inside the client's protocol parser: nothing may escape from here.
-      callback: (error, msg) => {
-        if (error) this.report(error, `serving node ${nodeId}`);
-        else this.answer(nodeId, handler, msg);
-      },
-    });
+    let subscription: Subscription;
+    try {
+      subscription = this.nc.subscribe(this.subjects.node(nodeId), {
+        // Runs inside the client's protocol parser: nothing may escape from here.
+        callback: (error, msg) => {
+          if (error) this.report(error, `serving node ${nodeId}`);
+          else this.answer(nodeId, handler, msg);
+        },
+      });
+    } catch (error) {
+      throw isClosedConnection(error) ? new ClosedError('the NATS connection') : error;
+    }
     this.subscriptions.add(subscription);
     try {
       await this.nc.flush();
     } catch (error) {
+      // Only a connection closing under the flush fails it, and that ends the subscription too.
       this.subscriptions.delete(subscription);
-      subscription.unsubscribe();
-      throw this.nc.isClosed() ? new ClosedError('the NATS connection') : error;
+      throw isClosedConnection(error) ? new ClosedError('the NATS connection') : error;
     }
     return async () => {
       if (!this.subscriptions.delete(subscription)) return;
@@ -66,7 +71,8 @@ export class NatsTransport implements Transport {
   async request(nodeId: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     this.assertOpen();
     try {
-      const reply = await this.nc.request(this.subjects.node(nodeId), payload, { timeout: timeoutMs });
+      // nats.js reads a timeout of 0 as its default of 1 s.
+      const reply = await this.nc.request(this.subjects.node(nodeId), payload, { timeout: Math.max(1, Math.ceil(timeoutMs)) });
       return reply.data;
     } catch (error) {
       if (isNoResponders(error)) throw new NoRespondersError(nodeId);
@@ -127,10 +133,14 @@ function isNoResponders(error: unknown): boolean {
   return false;
 }
 
+function isClosedConnection(error: unknown): boolean {
+  return error instanceof natsErrors.ClosedConnectionError || error instanceof natsErrors.DrainingConnectionError;
+}
+
 function toTransportError(error: unknown, operation: string, timeoutMs: number): Error | undefined {
   for (let e: unknown = error; e instanceof Error; e = e.cause) {
     if (e instanceof natsErrors.TimeoutError) return new TimeoutError(operation, timeoutMs, { cause: error });
-    if (e instanceof natsErrors.ClosedConnectionError || e instanceof natsErrors.DrainingConnectionError) return new ClosedError('the NATS connection');
+    if (isClosedConnection(e)) return new ClosedError('the NATS connection');
   }
   return undefined;
 }
