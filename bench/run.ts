@@ -7,10 +7,13 @@ import { b2 } from './b2-replay.js';
 import { b3 } from './b3-jetstream-commands.js';
 import { b4 } from './b4-hot-actor.js';
 import { b5 } from './b5-memory.js';
+import { b6 } from './b6-routed-ask.js';
+import { b7 } from './b7-local-routing.js';
+import { b8 } from './b8-placement.js';
 import type { Benchmark, BenchResult } from './harness.js';
 import { NatsServer } from '../spec/support/nats-server.js';
 
-const all: Benchmark[] = [b1, b2, b3, b4, b5];
+const all: Benchmark[] = [b1, b2, b3, b4, b5, b6, b7, b8];
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');

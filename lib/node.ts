@@ -271,13 +271,11 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     send(type, id, event, commandOptions) {
       return router.send(type, id, event, commandOptions?.commandId);
     },
-    async ask(type, id, event, commandOptions) {
-      const reply = await router.sendMessage(type, id, event, commandOptions?.commandId, true);
-      const { accepted, version, commandId, duplicate, state } = reply;
-      return { accepted, version, commandId, duplicate, state: state as ActorState<A[typeof type]> };
+    ask(type, id, event, commandOptions) {
+      return router.ask(type, id, event, commandOptions?.commandId) as Promise<AskResult<A[typeof type]>>;
     },
     async state(type, id) {
-      const reply = await router.sendMessage(type, id, undefined, undefined, true);
+      const reply = await router.ask(type, id, undefined, undefined);
       return { ...(reply.state as ActorState<A[typeof type]>), version: reply.version };
     },
     subscribeToEventStored(handler, filter) {

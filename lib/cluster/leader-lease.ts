@@ -220,13 +220,18 @@ export class LeaderLease {
     this.notify();
   }
 
-  private hold(held: Held, record: LeaseRecord): void {
-    this.see(held.revision, record, held.sentAt, true);
-    if (this.held && this.held.revision > held.revision) return;
-    this.held = held;
+  private hold(next: Held, record: LeaseRecord): void {
+    this.see(next.revision, record, next.sentAt, true);
+    if (this.held && this.held.term === next.term) {
+      if (this.held.revision > next.revision) return;
+      // One object per tenure, so that `resign` sees what a renewal in flight learns.
+      Object.assign(this.held, next);
+    } else {
+      this.held = next;
+    }
     clearTimeout(this.expiry);
     // Tells listeners when `isLeader` turns false by the clock alone.
-    this.expiry = setTimeout(() => this.notify(), Math.max(0, this.validUntil(held) - Date.now()));
+    this.expiry = setTimeout(() => this.notify(), Math.max(0, this.validUntil(this.held) - Date.now()));
     this.expiry.unref();
   }
 

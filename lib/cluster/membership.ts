@@ -143,14 +143,23 @@ export class Membership {
     this.peers.clear();
   }
 
+  /** Clamped to what peers accept: a bad count must not make this node's record undecodable. */
   private load(): { actors: number; shards: number } {
     const load = this.options.load?.() ?? { actors: 0, shards: 0 };
-    return { actors: load.actors, shards: load.shards };
+    const count = (n: number) => (n > 0 ? Math.min(Math.floor(n), Number.MAX_SAFE_INTEGER) : 0);
+    return { actors: count(load.actors), shards: count(load.shards) };
   }
 
   private async beat(): Promise<void> {
     if (this.beating || this.state !== 'started' || !this.own) return;
-    const record = { ...this.own, heartbeatAt: Date.now(), ...this.load() };
+    let load = { actors: this.own.actors, shards: this.own.shards };
+    try {
+      load = this.load();
+    } catch (error) {
+      // A failing load probe must not stop the heartbeat: the last figures go out again.
+      this.report(error);
+    }
+    const record: MemberRecord = { ...this.own, heartbeatAt: Date.now(), ...load };
     this.beating = this.options.kv
       .put(this.options.subjects.memberKey(this.nodeId), encode(record))
       .then(

@@ -10,6 +10,7 @@
 import { v4 as uuid } from 'uuid';
 import type { AnyEventObject, AnyMachineSnapshot } from 'xstate';
 import type { ActorHost } from '../actors/actor-host.js';
+import type { Reply } from '../actors/resident-actor.js';
 import { decode, encodeWithin, DEFAULT_MAX_PAYLOAD } from '../codec/codec.js';
 import { isRouteReply, isRouteRequest, type RouteReply, type RouteRequest, type RoutedState } from '../codec/routing.js';
 import {
@@ -59,6 +60,14 @@ function stateOf(snapshot: AnyMachineSnapshot): RoutedState {
   return { value: snapshot.value, context: snapshot.context, status: snapshot.status };
 }
 
+function withState(reply: Reply): RoutedReply {
+  return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate, state: stateOf(reply.snapshot) };
+}
+
+function withoutState(reply: RoutedReply): RoutedReply {
+  return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate };
+}
+
 export class Router {
   private readonly requestTimeoutMs: number;
   private readonly deadlineMs: number;
@@ -77,10 +86,21 @@ export class Router {
    * this node owns the actor it goes straight to the host, no routing machinery at all.
    */
   send(type: string, id: string, event: AnyEventObject, commandId: string | undefined): Promise<RoutedReply> {
+    return this.local(type, id, event, commandId, false) ?? this.sendMessage(type, id, event, commandId, false).then(withoutState);
+  }
+
+  /** `sendMessage` with the state in the reply, with the same local fast path. */
+  ask(type: string, id: string, event: AnyEventObject | undefined, commandId: string | undefined): Promise<RoutedReply> {
+    return this.local(type, id, event, commandId, true) ?? this.sendMessage(type, id, event, commandId, true);
+  }
+
+  /** The owner is this node by the current map: hand over to the host, or undefined. */
+  private local(type: string, id: string, event: AnyEventObject | undefined, commandId: string | undefined, wantState: boolean): Promise<RoutedReply> | undefined {
     const { shardMap, nodeId, host } = this.options;
     const map = shardMap.current;
-    if (map && typeof id === 'string' && map.owners[shardOf(id, map.shardCount)] === nodeId) return host.dispatch(type, id, event, commandId);
-    return this.sendMessage(type, id, event, commandId, false).then((r) => ({ accepted: r.accepted, version: r.version, commandId: r.commandId, duplicate: r.duplicate }));
+    if (!map || typeof id !== 'string' || map.owners[shardOf(id, map.shardCount)] !== nodeId) return undefined;
+    const reply = host.dispatch(type, id, event, commandId);
+    return wantState ? reply.then(withState) : reply;
   }
 
   /**
@@ -106,7 +126,7 @@ export class Router {
       const owner = map.owners[shardOf(id, map.shardCount)];
       if (owner === nodeId) {
         const reply = await host.dispatch(type, id, event, request?.commandId ?? commandId);
-        return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate, state: wantState ? stateOf(reply.snapshot) : undefined };
+        return wantState ? withState(reply) : reply;
       }
       last = { epoch: map.epoch, owner };
       if (owner === null || owner === undefined) {
@@ -132,7 +152,10 @@ export class Router {
         }
         throw error;
       }
-      if (reply.kind === 'ok') return reply;
+      if (reply.kind === 'ok') {
+        const { accepted, version, commandId: id, duplicate, state } = reply;
+        return state === undefined ? { accepted, version, commandId: id, duplicate } : { accepted, version, commandId: id, duplicate, state };
+      }
       if (reply.kind === 'error') throw rebuildError(reply, owner);
       last = { epoch: reply.epoch, owner: reply.owner };
       if (reply.epoch > map.epoch) {

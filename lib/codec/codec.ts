@@ -12,8 +12,43 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 /** Default NATS max_payload; adapters use the limit the server announces. */
 export const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
+/**
+ * True when `JSON.stringify` round-trips `value` exactly: only plain objects, arrays,
+ * strings, booleans, null and finite numbers (not -0), no undefined anywhere. Anything
+ * else (Date, Map, Set, BigInt, undefined, NaN, class instances) needs superjson.
+ */
+function isPlainJson(value: unknown, depth = 0): boolean {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value) && !Object.is(value, -0);
+    case 'object': {
+      if (value === null) return true;
+      if (depth > 64) return false;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) if (!isPlainJson(value[i], depth + 1)) return false;
+        return true;
+      }
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return false;
+      for (const key in value) if (!isPlainJson((value as Record<string, unknown>)[key], depth + 1)) return false;
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+/**
+ * Encodes a superjson envelope `{ json, meta? }`. Plain JSON values (the common case:
+ * events, commands, replies) skip superjson's walk and deep copy; the bytes are the same
+ * envelope superjson would write for them.
+ */
 export function encode(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(superjson.serialize(value)));
+  const text = isPlainJson(value) ? `{"json":${JSON.stringify(value)}}` : JSON.stringify(superjson.serialize(value));
+  return encoder.encode(text);
 }
 
 /** Encodes and rejects the result before anything is sent if it is over `limit` bytes. */
@@ -37,11 +72,16 @@ export type Validator<T> = (value: unknown) => value is T;
 export function decode<T>(bytes: Uint8Array, validate: Validator<T>, what: string): T {
   let value: unknown;
   try {
-    const parsed = JSON.parse(decoder.decode(bytes), dropPrototypeKeys) as unknown;
+    const text = decoder.decode(bytes);
+    // The reviver costs a call per key; only text that could spell `__proto__` (directly
+    // or through a \u escape) needs it.
+    const parsed = (text.includes('__proto__') || text.includes('\\u') ? JSON.parse(text, dropPrototypeKeys) : JSON.parse(text)) as unknown;
     if (parsed === null || typeof parsed !== 'object' || !('json' in parsed)) {
       throw new Error('not a superjson envelope');
     }
-    value = superjson.deserialize(parsed as Parameters<typeof superjson.deserialize>[0]);
+    const envelope = parsed as { json: unknown; meta?: unknown };
+    // Without meta there is nothing to revive: the parsed JSON is the value.
+    value = envelope.meta === undefined ? envelope.json : superjson.deserialize(envelope as Parameters<typeof superjson.deserialize>[0]);
   } catch (cause) {
     throw new DecodeError(what, (cause as Error).message ?? String(cause), { cause });
   }

@@ -38,6 +38,19 @@ function expectBalanced(owners: readonly (string | null)[], nodes: readonly stri
   for (const [node, n] of counts) expect(n, `shards of ${node}`).to.be.within(low, Math.ceil(owners.length / nodes.length));
 }
 
+interface TestNode {
+  readonly nodeId: string;
+  readonly membership: Membership;
+  readonly lease: LeaderLease;
+  readonly shardMap: ShardMapStore;
+  readonly coordinator: ShardCoordinator;
+  readonly errors: Error[];
+  readonly plans: ShardPlan[];
+  startRest(): Promise<void>;
+  start(): Promise<void>;
+  crash(): Promise<void>;
+}
+
 const changedShards = (a: readonly (string | null)[], b: readonly (string | null)[]) => a.flatMap((owner, s) => (owner === b[s] ? [] : [s]));
 
 describe('ShardCoordinator', () => {
@@ -45,7 +58,7 @@ describe('ShardCoordinator', () => {
   let bucket: MemoryKVBucket;
   /** Every shard map written to the bucket, in order. */
   let maps: ShardMapRecord[];
-  let nodes: Map<string, ReturnType<typeof node>>;
+  let nodes: Map<string, TestNode>;
 
   beforeEach(async () => {
     clock = sinon.useFakeTimers({ now: 7_000_000, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
@@ -64,7 +77,7 @@ describe('ShardCoordinator', () => {
     nodeId: string,
     options: Partial<ShardCoordinatorOptions> = {},
     view: (store: ShardMapStore) => ShardCoordinatorOptions['shardMap'] = (store) => store,
-  ) {
+  ): TestNode {
     const kv = new MemoryKV(bucket);
     const errors: Error[] = [];
     const plans: ShardPlan[] = [];
@@ -83,7 +96,7 @@ describe('ShardCoordinator', () => {
       onError,
       ...options,
     });
-    const n = {
+    const n: TestNode = {
       nodeId,
       membership,
       lease,
@@ -188,9 +201,9 @@ describe('ShardCoordinator', () => {
 
   it('spreads a capped rebalance over several epochs, one round per interval', async () => {
     await cluster(['a', 'b', 'c'], { maxMoves: 4 });
-    await node('d', { maxMoves: 4 }).start();
     const times: number[] = [];
-    new MemoryKV(bucket).watch(subjects.shardMapKey, () => times.push(Date.now()));
+    await new MemoryKV(bucket).watch(subjects.shardMapKey, () => times.push(Date.now()));
+    await node('d', { maxMoves: 4 }).start();
     await clock.tickAsync(10 * PLAN_INTERVAL_MS);
     // 15 shards must reach d: rounds of 4, 4, 4 and 3.
     expect(maps.map((m) => m.epoch)).to.deep.equal([1, 2, 3, 4, 5]);
@@ -280,49 +293,51 @@ describe('ShardCoordinator', () => {
     expect(errors).to.deep.equal([]);
   });
 
-  it('publishes consecutive, valid epochs while members join, leave and fail during slow plans (seeded)', async () => {
-    const random = mulberry32(42);
-    const slowly = (store: ShardMapStore) => ({
-      get current() {
-        return store.current;
-      },
-      refresh: () => store.refresh(),
-      publish: async (draft: ShardMapDraft, expected: number | undefined) => {
-        await new Promise((resolve) => setTimeout(resolve, 20 + Math.floor(random() * 60)));
-        return store.publish(draft, expected);
-      },
-    });
-    const ids = Array.from({ length: 8 }, (_, i) => `n${i}`);
-    const joined = new Set<string>();
-    const boot = async (id: string) => {
-      joined.add(id);
-      await node(id, {}, slowly).start();
-    };
-    for (const id of ids.slice(0, 3)) await boot(id);
-    for (let step = 0; step < 150; step++) {
-      await clock.tickAsync(10 + Math.floor(random() * 20));
-      const roll = random();
-      const up = [...nodes.values()];
-      const down = ids.filter((id) => !nodes.has(id));
-      if (roll < 0.35 && down.length > 0) await boot(down[Math.floor(random() * down.length)]);
-      else if (roll < 0.5 && up.length > 2) await up[Math.floor(random() * up.length)].crash();
-      else if (roll < 0.65 && up.length > 2) {
-        const n = up[Math.floor(random() * up.length)];
-        n.coordinator.close();
-        await n.lease.resign();
-        await n.membership.leave();
-        n.shardMap.close();
-        nodes.delete(n.nodeId);
+  for (const seed of [42, 7, 2026]) {
+    it(`publishes consecutive, valid epochs while members join, leave and fail during slow plans (seed ${seed})`, async () => {
+      const random = mulberry32(seed);
+      const slowly = (store: ShardMapStore) => ({
+        get current() {
+          return store.current;
+        },
+        refresh: () => store.refresh(),
+        publish: async (draft: ShardMapDraft, expected: number | undefined) => {
+          await new Promise((resolve) => setTimeout(resolve, 20 + Math.floor(random() * 60)));
+          return store.publish(draft, expected);
+        },
+      });
+      const ids = Array.from({ length: 8 }, (_, i) => `n${i}`);
+      const joined = new Set<string>();
+      const boot = async (id: string) => {
+        joined.add(id);
+        await node(id, {}, slowly).start();
+      };
+      for (const id of ids.slice(0, 3)) await boot(id);
+      for (let step = 0; step < 150; step++) {
+        await clock.tickAsync(10 + Math.floor(random() * 20));
+        const roll = random();
+        const up = [...nodes.values()];
+        const down = ids.filter((id) => !nodes.has(id));
+        if (roll < 0.35 && down.length > 0) await boot(down[Math.floor(random() * down.length)]);
+        else if (roll < 0.5 && up.length > 2) await up[Math.floor(random() * up.length)].crash();
+        else if (roll < 0.65 && up.length > 2) {
+          const n = up[Math.floor(random() * up.length)];
+          n.coordinator.close();
+          await n.lease.resign();
+          await n.membership.leave();
+          n.shardMap.close();
+          nodes.delete(n.nodeId);
+        }
       }
-    }
-    await clock.tickAsync(FAILURE_TIMEOUT_MS + LEASE_MS + 10 * PLAN_INTERVAL_MS);
-    expect(maps.length).to.be.greaterThan(10);
-    maps.forEach((m, i) => {
-      expect(m.epoch, `map ${i}`).to.equal(i + 1);
-      expect(m.owners.every((o) => o !== null && joined.has(o)), `map ${i}`).to.equal(true);
-      expect(joined.has(m.leader)).to.equal(true);
+      await clock.tickAsync(FAILURE_TIMEOUT_MS + LEASE_MS + 10 * PLAN_INTERVAL_MS);
+      expect(maps.length).to.be.greaterThan(10);
+      maps.forEach((m, i) => {
+        expect(m.epoch, `map ${i}`).to.equal(i + 1);
+        expect(m.owners.every((o) => o !== null && joined.has(o)), `map ${i}`).to.equal(true);
+        expect(joined.has(m.leader)).to.equal(true);
+      });
+      expectBalanced(last().owners, [...nodes.keys()]);
+      for (const n of nodes.values()) expect(n.shardMap.current?.epoch).to.equal(maps.length);
     });
-    expectBalanced(last().owners, [...nodes.keys()]);
-    for (const n of nodes.values()) expect(n.shardMap.current?.epoch).to.equal(maps.length);
-  });
+  }
 });

@@ -76,6 +76,24 @@ describe('Membership', () => {
     expect(seen?.heartbeatAt).to.be.greaterThan(1_000_000 + 19 * FAILURE_TIMEOUT_MS);
   });
 
+  it('keeps heartbeating when the load probe throws or returns counts peers would reject', async () => {
+    let probe = () => ({ actors: 2.7, shards: NaN });
+    const a = node('a');
+    const b = node('b', { load: () => probe() });
+    await a.membership.start();
+    await b.membership.start();
+    await clock.tickAsync(0);
+    expect(a.membership.members().find((m) => m.nodeId === 'b')).to.include({ actors: 2, shards: 0 });
+    probe = () => {
+      throw new Error('probe failed');
+    };
+    await clock.tickAsync(3 * FAILURE_TIMEOUT_MS);
+    expect(a.membership.isLive('b')).to.equal(true);
+    expect(leaves(a.events)).to.deep.equal([]);
+    expect(b.errors.length).to.be.greaterThan(10);
+    expect(b.errors.every((e) => e.message === 'probe failed')).to.equal(true);
+  });
+
   it('declares a node whose heartbeats stopped failed exactly failureTimeoutMs after its last one', async () => {
     const a = node('a');
     const b = node('b');
