@@ -24,6 +24,12 @@ describe('examples', function () {
     expect(out).to.contain('alice: open, balance 75, version 3');
   });
 
+  it('cluster runs three embedded nodes through a join and a graceful leave', async () => {
+    const out = await example('examples/cluster/main.ts');
+    expect(out).to.contain('balance via node-2: 10');
+    expect(out).to.contain('members: node-2, node-3, node-4; balance via node-4: 15');
+  });
+
   it('eventbus-jetstream runs two nodes on a real nats-server', async () => {
     const server = await NatsServer.start();
     try {
