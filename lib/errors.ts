@@ -121,3 +121,18 @@ export class RemoteError extends NatstateError {
     super('REMOTE', `node ${nodeId} failed the command with ${remoteName}: ${message}`);
   }
 }
+
+/**
+ * Hands an error nobody awaits (a failed notification, a throwing handler) to an
+ * adapter's `onError`, wrapped with `what` happened when given. A reporter that throws
+ * is ignored: it has nowhere left to report to, and adapters call this from inside the
+ * NATS client's parser, where nothing may escape.
+ */
+export function reportError(onError: ((error: Error) => void) | undefined, error: unknown, what?: string): void {
+  const cause = error instanceof Error ? error : new Error(`non-Error value thrown: ${String(error)}`, { cause: error });
+  try {
+    onError?.(what === undefined ? cause : new Error(`natstate: ${what}: ${cause.message}`, { cause }));
+  } catch {
+    // ignored, see above
+  }
+}

@@ -7,7 +7,7 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
 import { decode, DEFAULT_MAX_PAYLOAD, encodeWithin } from '../codec/codec.js';
 import { isEventStored } from '../codec/messages.js';
-import { ClosedError, DecodeError } from '../errors.js';
+import { ClosedError, DecodeError, reportError } from '../errors.js';
 import { Subjects } from '../subjects.js';
 import type { EventBus, EventStored, EventStoredFilter, EventStoredHandler, Unsubscribe } from './eventbus.js';
 
@@ -127,10 +127,6 @@ export class NATSEventBus implements EventBus {
   }
 
   private report(error: unknown): void {
-    try {
-      this.onError?.(error instanceof Error ? error : new Error(`non-Error value thrown: ${String(error)}`, { cause: error }));
-    } catch {
-      // An error reporter that fails has nowhere left to report to.
-    }
+    reportError(this.onError, error);
   }
 }

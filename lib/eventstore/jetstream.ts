@@ -26,6 +26,7 @@ import { v4 as uuid } from 'uuid';
 import type { AnyEventObject } from 'xstate';
 import { DEFAULT_MAX_PAYLOAD, decode, encodeWithin } from '../codec/codec.js';
 import { isCommitRecord, isSnapshotRecord, type CommitRecord, type SnapshotRecord } from '../codec/messages.js';
+import { isJetStreamNotEnabled, resolveJetStreamOptions } from '../nats/jetstream-options.js';
 import {
   ClosedError,
   ConcurrencyError,
@@ -34,7 +35,6 @@ import {
   ServerCapabilityError,
 } from '../errors.js';
 import {
-  DEFAULT_PREFIX,
   Subjects,
   encodeToken,
   streamKey,
@@ -77,8 +77,6 @@ const PUBLISH_ATTEMPTS = 3;
 const STALE_RETRIES = 5;
 /** Messages requested per pull while replaying a stream. */
 const READ_BATCH = 1024;
-/** Servers before 2.9 lack the consumer API and last-by-subject gets this adapter uses. */
-const MIN_SERVER = [2, 9] as const;
 /** The ack says the server stored nothing because another commit came first. */
 const WRONG_LAST_SEQUENCE = Symbol('wrong last sequence');
 
@@ -110,23 +108,8 @@ export class JetStreamEventStore implements EventStore {
    * missing. The caller owns `nc`: `close()` leaves it open.
    */
   static async create(nc: NatsConnection, options: JetStreamEventStoreOptions): Promise<JetStreamEventStore> {
-    const subjects = new Subjects(options.namespace, options.prefix ?? DEFAULT_PREFIX);
-    const replicas = options.replicas ?? 1;
-    const timeoutMs = options.timeoutMs ?? 5000;
-    const storage = (options.storage ?? 'file') === 'memory' ? StorageType.Memory : StorageType.File;
-    if (!Number.isSafeInteger(replicas) || replicas < 1) throw new RangeError(`replicas must be a positive integer, got ${replicas}`);
-    if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
-
+    const { subjects, replicas, storage, timeoutMs } = resolveJetStreamOptions(nc, options, 'stores events in JetStream');
     const info = nc.info;
-    if (info && !info.jetstream) {
-      throw new ServerCapabilityError(
-        `nats-server ${info.version} at ${info.host}:${info.port} does not have JetStream enabled; ` +
-          'natstate stores events in JetStream (start the server with -js or a jetstream {} block)',
-      );
-    }
-    if (info && !atLeast(info.version, MIN_SERVER)) {
-      throw new ServerCapabilityError(`nats-server ${info.version} is too old: natstate needs ${MIN_SERVER.join('.')} or later`);
-    }
 
     let jsm: JetStreamManager;
     try {
@@ -460,21 +443,11 @@ function headerBytes(msgId: string): number {
   return h.encode().length;
 }
 
-function atLeast(version: string, min: readonly [number, number]): boolean {
-  const [major = 0, minor = 0] = version.split('.').map((n) => parseInt(n, 10));
-  return major > min[0] || (major === min[0] && minor >= min[1]);
-}
 
 function isTimeout(err: unknown): boolean {
   return err instanceof natsErrors.TimeoutError || (err instanceof Error && err.cause instanceof natsErrors.TimeoutError);
 }
 
-function isJetStreamNotEnabled(err: unknown): boolean {
-  return (
-    (err instanceof Error && err.name === 'JetStreamNotEnabled') ||
-    (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.JetStreamNotEnabledForAccount)
-  );
-}
 
 function toStoreError(key: string, what: string, err: unknown): NatstateError {
   if (err instanceof NatstateError) return err;

@@ -15,7 +15,6 @@ import {
   DeliverPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
-  StorageType,
   jetstream,
   type ConsumerMessages,
   type JetStreamClient,
@@ -24,8 +23,8 @@ import {
 } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { errors as natsErrors, type NatsConnection } from '@nats-io/nats-core';
-import { ClosedError, NatstateError, ServerCapabilityError, TimeoutError } from '../../errors.js';
-import { DEFAULT_PREFIX, Subjects } from '../../subjects.js';
+import { ClosedError, NatstateError, ServerCapabilityError, TimeoutError, reportError } from '../../errors.js';
+import { isJetStreamNotEnabled, resolveJetStreamOptions } from '../../nats/jetstream-options.js';
 import { RevisionConflictError, type ClusterKV, type KvChange, type KvEntry } from './kv.js';
 
 export interface NatsKVOptions {
@@ -64,19 +63,11 @@ export class NatsKV implements ClusterKV {
 
   /** Opens the namespace's cluster bucket, creating it when missing. The caller owns `nc`. */
   static async create(nc: NatsConnection, options: NatsKVOptions): Promise<NatsKV> {
-    const subjects = new Subjects(options.namespace, options.prefix ?? DEFAULT_PREFIX);
-    const replicas = options.replicas ?? 1;
-    const timeoutMs = options.timeoutMs ?? 5000;
-    const storage = (options.storage ?? 'file') === 'memory' ? StorageType.Memory : StorageType.File;
-    if (!Number.isSafeInteger(replicas) || replicas < 1) throw new RangeError(`replicas must be a positive integer, got ${replicas}`);
-    if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
-    const info = nc.info;
-    if (info && !info.jetstream) {
-      throw new ServerCapabilityError(
-        `nats-server ${info.version} at ${info.host}:${info.port} does not have JetStream enabled; ` +
-          'the natstate cluster keeps its membership, leader lease and shard map in a JetStream KV bucket',
-      );
-    }
+    const { subjects, replicas, storage, timeoutMs } = resolveJetStreamOptions(
+      nc,
+      options,
+      'keeps the cluster membership, leader lease and shard map in a JetStream KV bucket',
+    );
     const bucket = subjects.clusterBucket;
     try {
       const js = jetstream(nc, { timeout: timeoutMs });
@@ -86,8 +77,8 @@ export class NatsKV implements ClusterKV {
       if (!keySubjects?.endsWith('.>')) throw new Error(`the stream ${config.name} behind bucket ${bucket} has unexpected subjects ${String(config.subjects)}`);
       return new NatsKV(js, kv, config.name, keySubjects.slice(0, -1), timeoutMs, options.onError ?? warn);
     } catch (error) {
-      if (error instanceof Error && error.name === 'JetStreamNotEnabled') {
-        throw new ServerCapabilityError(`JetStream is not enabled for this account: ${error.message}`, { cause: error });
+      if (isJetStreamNotEnabled(error)) {
+        throw new ServerCapabilityError(`JetStream is not enabled for this account: ${(error as Error).message}`, { cause: error });
       }
       throw toKvError(error, `opening KV bucket ${bucket}`, timeoutMs);
     }
@@ -237,12 +228,7 @@ export class NatsKV implements ClusterKV {
   }
 
   private report(error: unknown, what: string): void {
-    const cause = error instanceof Error ? error : new Error(String(error));
-    try {
-      this.onError(new Error(`natstate: ${what}: ${cause.message}`, { cause }));
-    } catch {
-      // An error reporter that fails has nowhere left to report to.
-    }
+    reportError(this.onError, error, what);
   }
 
   private assertOpen(): void {

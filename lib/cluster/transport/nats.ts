@@ -15,7 +15,7 @@
  * the routing itself; this keeps a routed command close to a bare publish.
  */
 import { createInbox, errors as natsErrors, type Msg, type NatsConnection, type Subscription } from '@nats-io/nats-core';
-import { ClosedError, TimeoutError } from '../../errors.js';
+import { ClosedError, TimeoutError, reportError } from '../../errors.js';
 import { Subjects } from '../../subjects.js';
 import { NoRespondersError, type RequestHandler, type Transport } from './transport.js';
 
@@ -179,12 +179,7 @@ export class NatsTransport implements Transport {
   }
 
   private report(error: unknown, what: string): void {
-    const cause = error instanceof Error ? error : new Error(String(error));
-    try {
-      this.onError(new Error(`natstate: ${what}: ${cause.message}`, { cause }));
-    } catch {
-      // An error reporter that fails has nowhere left to report to.
-    }
+    reportError(this.onError, error, what);
   }
 
   private assertOpen(): void {
