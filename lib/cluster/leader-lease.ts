@@ -132,15 +132,23 @@ export class LeaderLease {
    * this node's, so the delete can only remove a lease a successor has not taken yet.
    */
   async resign(): Promise<void> {
-    const held = this.isLeader ? this.held : undefined;
     const inflight = this.inflight;
     this.stop();
-    if (!held) return;
-    // A renewal in flight moves the revision on.
-    await inflight;
+    // A take or renewal in flight may still land under this node's name: wait for it,
+    // then release whatever the bucket says this node holds.
+    await inflight?.catch(() => undefined);
     const { kv } = this.options;
+    const entry = await kv.get(this.key);
+    if (!entry) return;
+    let record: LeaseRecord;
     try {
-      await kv.update(this.key, encode({ holder: this.nodeId, term: held.term, renewedAt: Date.now() } satisfies LeaseRecord), held.revision);
+      record = decode(entry.value, isLeaseRecord, 'leader lease');
+    } catch {
+      return;
+    }
+    if (record.holder !== this.nodeId) return;
+    try {
+      await kv.update(this.key, encode({ ...record, renewedAt: Date.now() } satisfies LeaseRecord), entry.revision);
     } catch (error) {
       // No longer ours: its holder keeps it.
       if (error instanceof RevisionConflictError) return;

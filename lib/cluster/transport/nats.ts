@@ -117,7 +117,15 @@ export class NatsTransport implements Transport {
     const inbox = createInbox((this.nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
     const subscription = this.nc.subscribe(`${inbox}.*`, {
       callback: (error, msg) => {
-        if (error) return this.report(error, 'receiving replies');
+        if (error) {
+          // The client ends a subscription after an error (e.g. a permission violation):
+          // fail what waits on it, and subscribe again on the next request.
+          this.report(error, 'receiving replies');
+          if (this.replies?.subscription === subscription) this.replies = undefined;
+          for (const request of this.pending.values()) request.reject(error);
+          this.pending.clear();
+          return;
+        }
         const id = Number(msg.subject.slice(inbox.length + 1));
         const request = this.pending.get(id);
         if (!request) return; // answered after its deadline: the requester has moved on
