@@ -10,10 +10,12 @@ import { b5 } from './b5-memory.js';
 import { b6 } from './b6-routed-ask.js';
 import { b7 } from './b7-local-routing.js';
 import { b8 } from './b8-placement.js';
+import { b9 } from './b9-rebalance.js';
+import { b10 } from './b10-warm-migration.js';
 import type { Benchmark, BenchResult } from './harness.js';
 import { NatsServer } from '../spec/support/nats-server.js';
 
-const all: Benchmark[] = [b1, b2, b3, b4, b5, b6, b7, b8];
+const all: Benchmark[] = [b1, b2, b3, b4, b5, b6, b7, b8, b9, b10];
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');

@@ -136,3 +136,17 @@ export function reportError(onError: ((error: Error) => void) | undefined, error
     // ignored, see above
   }
 }
+
+/**
+ * Too many commands are waiting for an actor that is migrating to this node; this one
+ * was refused rather than queued without bound. Nothing was stored; retry shortly.
+ */
+export class MigrationBufferFullError extends NatstateError {
+  constructor(
+    readonly actorType: string,
+    readonly actorId: string,
+    readonly limit: number,
+  ) {
+    super('MIGRATION_BUFFER_FULL', `${limit} commands already wait for ${actorType}/${actorId} to finish migrating; this one was not accepted, retry later`);
+  }
+}

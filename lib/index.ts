@@ -30,7 +30,10 @@ export {
   ServerCapabilityError,
   NotOwnerError,
   RemoteError,
+  MigrationBufferFullError,
 } from './errors.js';
+export type { ActorMigration } from './cluster/migration.js';
+export type { MigrationStatus } from '../machines/migration.machine.js';
 export { NoRespondersError } from './cluster/transport/transport.js';
 export { RevisionConflictError } from './cluster/kv/kv.js';
 export { ShardCountMismatchError } from './cluster/coordinator.js';

@@ -27,6 +27,8 @@ import { Membership } from './cluster/membership.js';
 import { LeaderLease } from './cluster/leader-lease.js';
 import { ShardCoordinator, type ShardPlan } from './cluster/coordinator.js';
 import { Router } from './cluster/router.js';
+import { MigrationCoordinator, type ActorMigration } from './cluster/migration.js';
+import type { InspectionEvent, Observer } from 'xstate';
 import { shardOf } from './cluster/placement.js';
 import { DEFAULT_MAX_PAYLOAD } from './codec/codec.js';
 
@@ -62,6 +64,11 @@ export interface NodeOptions<A extends ActorTypes> {
   readonly onError?: (error: unknown, context: string) => void;
   /** How this node takes part in its namespace's cluster. */
   readonly cluster?: ClusterOptions;
+  /**
+   * Receives the inspection events of every machine the framework runs (migrations), e.g.
+   * `createWebSocketInspector().inspect` from `@statelyai/inspect`, or a plain function.
+   */
+  readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
 }
 
 export interface ClusterOptions {
@@ -85,6 +92,26 @@ export interface ClusterOptions {
   readonly routeDeadlineMs?: number;
   /** Called on the leader after each shard map it published. */
   readonly onPlan?: (plan: ShardPlan) => void;
+  /**
+   * Live migration of resident actors when their shard moves (default on). `false`:
+   * the new owner recovers them from the store instead.
+   */
+  readonly migration?:
+    | false
+    | {
+        /** Migrations running at once on a source node. Default 64. */
+        readonly concurrency?: number;
+        /** Wait for a destination's answer. Default 2,000 ms. */
+        readonly transferTimeoutMs?: number;
+        /** Transfer attempts before a migration fails. Default 3. */
+        readonly maxAttempts?: number;
+        /** Longest a destination holds commands for an actor on its way. Default 5,000 ms. */
+        readonly holdMs?: number;
+        /** Most commands held per incoming actor. Default 1,000. */
+        readonly maxBuffered?: number;
+        /** Called whenever a migration ends (Deleted or Failed). */
+        readonly onMigration?: (migration: ActorMigration) => void;
+      };
 }
 
 /** What a node knows of its cluster right now. */
@@ -101,6 +128,8 @@ export interface ClusterStatus {
   readonly ownedShards: number;
   /** Actors resident in memory here. */
   readonly residentActors: number;
+  /** Live migrations this node ran as a source. */
+  readonly migrations: { readonly running: number; readonly completed: number; readonly failed: number };
 }
 
 export interface CommandOptions {
@@ -215,6 +244,22 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   // The cluster: shard map, routing, membership, leader lease and (on the leader) planning.
   const shardMap = new ShardMapStore({ kv, subjects, onError: report('shard map') });
   await shardMap.start();
+  // Created before the membership it asks about; only called once everything is started.
+  let membership: Membership | undefined;
+  const migrationOptions = clusterOptions.migration === false ? undefined : (clusterOptions.migration ?? {});
+  const migrations = migrationOptions
+    ? new MigrationCoordinator({
+        nodeId,
+        host,
+        transport,
+        shardMap,
+        isLive: (id) => membership?.isLive(id) ?? false,
+        maxPayload,
+        ...migrationOptions,
+        inspect: options.inspect,
+        onError: report('migration'),
+      })
+    : undefined;
   const router = new Router({
     nodeId,
     host,
@@ -223,12 +268,20 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     maxPayload,
     requestTimeoutMs: clusterOptions.requestTimeoutMs,
     deadlineMs: clusterOptions.routeDeadlineMs,
+    migrations,
   });
   const stopServing = await transport.serve(nodeId, router.handleRequest);
   const ownedShards = () => shardMap.current?.owners.reduce((n, owner) => (owner === nodeId ? n + 1 : n), 0) ?? 0;
-  // Actors of shards that moved away are released; their next owner recovers them from the store.
-  const stopEvicting = shardMap.subscribe((map) => host.evict((_type, id) => map.owners[shardOf(id, map.shardCount)] !== nodeId));
-  const membership = new Membership({
+  // When shards move: migrate resident actors to their new owners (or, with migration
+  // off, drop them: their next owner recovers them from the store).
+  let previousMap = shardMap.current;
+  const stopFollowingMap = shardMap.subscribe((map) => {
+    const previous = previousMap;
+    previousMap = map;
+    if (migrations) migrations.onMapChange(previous, map);
+    else host.evict((_type, id) => map.owners[shardOf(id, map.shardCount)] !== nodeId);
+  });
+  membership = new Membership({
     kv,
     subjects,
     nodeId,
@@ -288,11 +341,12 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         nodeId,
         leader: lease.leader,
         isLeader: lease.isLeader,
-        members: membership.liveNodeIds(),
+        members: membership!.liveNodeIds(),
         epoch: map?.epoch ?? 0,
         shardCount: map?.shardCount ?? clusterOptions.shards ?? 256,
         ownedShards: ownedShards(),
         residentActors: host.residentCount,
+        migrations: (({ running, completed, failed }) => ({ running, completed, failed }))(migrations?.status() ?? { running: 0, completed: 0, failed: 0 }),
       };
     },
     async leave(leaveOptions) {
@@ -307,9 +361,10 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
       if (closed) return;
       closed = true;
       await leaveCluster();
+      await migrations?.close();
       await host.close();
       await stopServing();
-      stopEvicting();
+      stopFollowingMap();
       stopSync();
       await membership.close();
       await lease.close();

@@ -16,6 +16,15 @@ import { validateActorId } from '../subjects.js';
 import { ActorType, type ExecutableAction } from './actor-type.js';
 import { Reply, ResidentActor, type Envelope } from './resident-actor.js';
 
+/** An actor's state as a live migration carries it between nodes. */
+export interface ActorCapture {
+  readonly version: number;
+  readonly sequence: number;
+  readonly fingerprint: string;
+  readonly state: unknown;
+  readonly recentCommands: readonly (readonly [string, number])[];
+}
+
 export interface ActorHostOptions {
   readonly namespace: string;
   readonly nodeId: string;
@@ -118,6 +127,79 @@ export class ActorHost {
     });
   }
 
+  /** The resident actors `select` picks (by type and id), e.g. those of shards that moved away. */
+  residentsWhere(select: (type: string, id: string) => boolean): { type: string; id: string }[] {
+    const out: { type: string; id: string }[] = [];
+    for (const [type, byId] of this.residents) for (const id of byId.keys()) if (select(type, id)) out.push({ type, id });
+    return out;
+  }
+
+  /** Resolves once the actor has no command in flight or queued (at once if it is not resident). */
+  async whenIdle(type: string, id: string): Promise<void> {
+    for (;;) {
+      const actor = this.residents.get(type)?.get(id);
+      if (!actor || (!actor.running && actor.mailbox.length === 0)) return;
+      await new Promise<void>((resolve) => (actor.idleWaiters ??= []).push(resolve));
+    }
+  }
+
+  /**
+   * The state of an idle, loaded resident actor as a migration carries it, or undefined
+   * when the actor is not resident (nothing to migrate: its next owner recovers it).
+   */
+  capture(type: string, id: string): ActorCapture | undefined {
+    const actor = this.residents.get(type)?.get(id);
+    const actorType = this.types.get(type);
+    if (!actor || !actor.loaded || actor.stale || actor.running || actor.mailbox.length > 0 || !actorType) return undefined;
+    return {
+      version: actor.version,
+      sequence: actor.sequence,
+      fingerprint: actorType.fingerprint,
+      state: actorType.persist(actor.snapshot),
+      recentCommands: actor.recentCommands(),
+    };
+  }
+
+  /**
+   * Installs an actor migrated from another node, so its next command needs no replay.
+   * Returns false (and changes nothing) when the actor is already resident at that
+   * version or later. Throws when the state does not fit this node's machine.
+   */
+  install(type: string, id: string, capture: ActorCapture): boolean {
+    const actorType = this.validate(type, id, undefined);
+    if (capture.fingerprint !== actorType.fingerprint) throw new Error(`state of ${type}/${id} was produced by another version of the machine`);
+    const existing = this.residents.get(type)?.get(id);
+    if (existing && (existing.running || existing.mailbox.length > 0 || (existing.loaded && existing.version >= capture.version))) return false;
+    const snapshot = actorType.restore(capture.state);
+    const actor = new ResidentActor(type, id);
+    actor.snapshot = snapshot;
+    actor.version = capture.version;
+    actor.sequence = capture.sequence;
+    actor.snapshotVersion = capture.version;
+    for (const [commandId, version] of capture.recentCommands) actor.remember(commandId, version, this.window);
+    actor.loaded = true;
+    actor.lastUsed = Date.now();
+    let byId = this.residents.get(type);
+    if (!byId) this.residents.set(type, (byId = new Map()));
+    byId.set(id, actor);
+    return true;
+  }
+
+  /** The version of the actor's stream in the store (what a migration is checked against). */
+  storeVersion(type: string, id: string): Promise<number> {
+    return this.options.store.version({ type, id });
+  }
+
+  /** Drops an idle resident actor at once (it migrated away); false if it is busy. */
+  release(type: string, id: string): boolean {
+    const byId = this.residents.get(type);
+    const actor = byId?.get(id);
+    if (!actor) return true;
+    if (actor.running || actor.mailbox.length > 0) return false;
+    byId!.delete(id);
+    return true;
+  }
+
   /** Another node stored events for this actor: catch up before its next command. */
   noteForeignCommit(n: EventStored): void {
     const actor = this.residents.get(n.type)?.get(n.id);
@@ -145,6 +227,11 @@ export class ActorHost {
     } finally {
       actor.running = false;
       actor.lastUsed = Date.now();
+      if (actor.idleWaiters) {
+        const waiters = actor.idleWaiters;
+        actor.idleWaiters = undefined;
+        for (const wake of waiters) wake();
+      }
       if (--this.running === 0) for (const wake of [...this.idle]) wake();
     }
   }

@@ -53,6 +53,8 @@ export class ResidentActor {
   stale = false;
   lastUsed = 0;
   mailbox: Envelope[] = [];
+  /** Waiting for the mailbox to run dry (a migration about to capture this actor). */
+  idleWaiters?: (() => void)[];
   /** Recently applied command id → version it produced; insertion-ordered, bounded. */
   private recent?: Map<string, number>;
 

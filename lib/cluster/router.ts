@@ -12,11 +12,22 @@ import type { AnyEventObject, AnyMachineSnapshot } from 'xstate';
 import type { ActorHost } from '../actors/actor-host.js';
 import type { Reply } from '../actors/resident-actor.js';
 import { decode, encodeWithin, DEFAULT_MAX_PAYLOAD } from '../codec/codec.js';
-import { isRouteReply, isRouteRequest, type RouteReply, type RouteRequest, type RoutedState } from '../codec/routing.js';
+import {
+  isNodeRequest,
+  isRouteReply,
+  type MigrationReply,
+  type MigrationRequest,
+  type NodeRequest,
+  type RouteReply,
+  type RouteRequest,
+  type RoutedState,
+  type ShardDone,
+} from '../codec/routing.js';
 import {
   ClosedError,
   ConcurrencyError,
   DecodeError,
+  MigrationBufferFullError,
   NatstateError,
   NotOwnerError,
   PayloadTooLargeError,
@@ -33,6 +44,14 @@ export interface ShardMapView {
   waitFor(predicate: (map: { readonly epoch: number; readonly owners: readonly (string | null)[] }) => boolean, timeoutMs: number): Promise<unknown>;
 }
 
+/** What the router asks of live migration (see `MigrationCoordinator`). */
+export interface MigrationHooks {
+  /** A promise to wait on before serving a command for an actor migrating here, or undefined. */
+  gate(type: string, id: string): Promise<void> | undefined;
+  handleMigrationRequest(request: MigrationRequest): Promise<MigrationReply>;
+  handleShardDone(message: ShardDone): void;
+}
+
 export interface RouterOptions {
   readonly nodeId: string;
   readonly host: ActorHost;
@@ -44,6 +63,8 @@ export interface RouterOptions {
   readonly deadlineMs?: number;
   /** Largest request the transport carries (NATS max_payload). */
   readonly maxPayload?: number;
+  /** Live migration; without it, actors of a moved shard are recovered from the store. */
+  readonly migrations?: MigrationHooks;
 }
 
 export interface RoutedReply {
@@ -99,7 +120,8 @@ export class Router {
     const { shardMap, nodeId, host } = this.options;
     const map = shardMap.current;
     if (!map || typeof id !== 'string' || map.owners[shardOf(id, map.shardCount)] !== nodeId) return undefined;
-    const reply = host.dispatch(type, id, event, commandId);
+    const gate = this.options.migrations?.gate(type, id);
+    const reply = gate ? gate.then(() => host.dispatch(type, id, event, commandId)) : host.dispatch(type, id, event, commandId);
     return wantState ? reply.then(withState) : reply;
   }
 
@@ -125,6 +147,7 @@ export class Router {
       }
       const owner = map.owners[shardOf(id, map.shardCount)];
       if (owner === nodeId) {
+        await this.options.migrations?.gate(type, id);
         const reply = await host.dispatch(type, id, event, request?.commandId ?? commandId);
         return wantState ? withState(reply) : reply;
       }
@@ -177,9 +200,10 @@ export class Router {
 
   /** The transport handler of this node: serves commands other nodes routed here. */
   readonly handleRequest = async (payload: Uint8Array): Promise<Uint8Array> => {
-    let reply: RouteReply;
+    let reply: RouteReply | MigrationReply;
     try {
-      reply = await this.serve(decode(payload, isRouteRequest, 'routed command'));
+      const request: NodeRequest = decode(payload, isNodeRequest, 'node request');
+      reply = await this.handle(request);
     } catch (error) {
       reply = errorReply(error);
     }
@@ -189,6 +213,18 @@ export class Router {
       return encodeWithin(errorReply(error), this.maxPayload, 'routed reply');
     }
   };
+
+  private async handle(request: NodeRequest): Promise<RouteReply | MigrationReply> {
+    const { migrations } = this.options;
+    if (request.kind === 'migrate') {
+      return migrations ? migrations.handleMigrationRequest(request) : { kind: 'nack', reason: 'live migration is off on this node', retryable: false };
+    }
+    if (request.kind === 'shard-done') {
+      migrations?.handleShardDone(request);
+      return { kind: 'ack', installed: false };
+    }
+    return this.serve(request);
+  }
 
   private async serve(request: RouteRequest): Promise<RouteReply> {
     const { shardMap, nodeId, host } = this.options;
@@ -203,6 +239,7 @@ export class Router {
     if (owner !== nodeId) return { kind: 'not-owner', epoch: map.epoch, owner };
     let reply;
     try {
+      await this.options.migrations?.gate(request.type, request.id);
       reply = await host.dispatch(request.type, request.id, request.event, request.commandId);
     } catch (error) {
       // A node shutting down hands the actor back to the cluster: the sender re-routes.
@@ -220,7 +257,7 @@ export class Router {
   }
 }
 
-function errorReply(error: unknown): RouteReply {
+function errorReply(error: unknown): Extract<RouteReply, { kind: 'error' }> {
   if (error instanceof NatstateError) {
     const details: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(error)) if (k !== 'code' && k !== 'name' && (v === null || typeof v !== 'object')) details[k] = v;
@@ -242,6 +279,8 @@ function rebuildError(reply: Extract<RouteReply, { kind: 'error' }>, nodeId: str
       return new DecodeError(String(d.what), reply.message);
     case 'CLOSED':
       return new ClosedError(`node ${nodeId}`);
+    case 'MIGRATION_BUFFER_FULL':
+      return new MigrationBufferFullError(String(d.actorType), String(d.actorId), Number(d.limit));
     default:
       return new RemoteError(reply.code, reply.name, nodeId, reply.message);
   }

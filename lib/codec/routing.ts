@@ -7,6 +7,7 @@ import type { AnyEventObject } from 'xstate';
 import { isEventObject, isNonNegativeInteger, isRecord } from './codec.js';
 
 export interface RouteRequest {
+  readonly kind?: 'command';
   readonly type: string;
   readonly id: string;
   /** Absent for a state query. */
@@ -38,9 +39,81 @@ export type RouteReply =
   /** The command failed on the owner; `code` is a `NatstateError` code. */
   | { readonly kind: 'error'; readonly code: string; readonly name: string; readonly message: string; readonly details?: Record<string, unknown> };
 
+/**
+ * Live migration of one actor from its old owner (the source) to its new owner: the
+ * actor's state as XState persisted it, at `version`, with the command ids it applied
+ * recently, so the destination can serve its next command without a replay.
+ */
+export interface MigrationRequest {
+  readonly kind: 'migrate';
+  readonly type: string;
+  readonly id: string;
+  readonly version: number;
+  /** Store position of the event at `version` (0 when unknown). */
+  readonly sequence: number;
+  /** Fingerprint of the machine the state was produced by. */
+  readonly fingerprint: string;
+  /** `machine.getPersistedSnapshot(...)`. */
+  readonly state: unknown;
+  readonly recentCommands: readonly (readonly [string, number])[];
+  readonly from: string;
+  /** Shard-map epoch in which the actor's shard moved. */
+  readonly epoch: number;
+}
+
+/** The source finished every migration of `shard` for `epoch`: stop holding its commands. */
+export interface ShardDone {
+  readonly kind: 'shard-done';
+  readonly shard: number;
+  readonly epoch: number;
+  readonly from: string;
+}
+
+export type MigrationReply =
+  | { readonly kind: 'ack'; readonly installed: boolean }
+  /** Refused; `retryable` says whether sending it again could succeed. */
+  | { readonly kind: 'nack'; readonly reason: string; readonly retryable: boolean };
+
+export type NodeRequest = RouteRequest | MigrationRequest | ShardDone;
+
+function isRecentCommands(value: unknown): boolean {
+  return Array.isArray(value) && value.every((c) => Array.isArray(c) && c.length === 2 && typeof c[0] === 'string' && isNonNegativeInteger(c[1]));
+}
+
+export function isMigrationRequest(value: unknown): value is MigrationRequest {
+  return (
+    isRecord(value) &&
+    value.kind === 'migrate' &&
+    typeof value.type === 'string' &&
+    typeof value.id === 'string' &&
+    isNonNegativeInteger(value.version) &&
+    isNonNegativeInteger(value.sequence) &&
+    typeof value.fingerprint === 'string' &&
+    isRecord(value.state) &&
+    isRecentCommands(value.recentCommands) &&
+    typeof value.from === 'string' &&
+    isNonNegativeInteger(value.epoch)
+  );
+}
+
+export function isShardDone(value: unknown): value is ShardDone {
+  return isRecord(value) && value.kind === 'shard-done' && isNonNegativeInteger(value.shard) && isNonNegativeInteger(value.epoch) && typeof value.from === 'string';
+}
+
+export function isNodeRequest(value: unknown): value is NodeRequest {
+  return isRecord(value) && (value.kind === 'migrate' ? isMigrationRequest(value) : value.kind === 'shard-done' ? isShardDone(value) : isRouteRequest(value));
+}
+
+export function isMigrationReply(value: unknown): value is MigrationReply {
+  if (!isRecord(value)) return false;
+  if (value.kind === 'ack') return typeof value.installed === 'boolean';
+  return value.kind === 'nack' && typeof value.reason === 'string' && typeof value.retryable === 'boolean';
+}
+
 export function isRouteRequest(value: unknown): value is RouteRequest {
   return (
     isRecord(value) &&
+    (value.kind === undefined || value.kind === 'command') &&
     typeof value.type === 'string' &&
     typeof value.id === 'string' &&
     (value.event === undefined || isEventObject(value.event)) &&

@@ -1,0 +1,184 @@
+/**
+ * B9: rebalance of 10,000 resident actors (10 events each) from 3 to 4 nodes, under a
+ * steady load of deposits. Measured: time from the 4th node's start until the plan is
+ * done (one map on every node, no migration running), and throughput during the
+ * rebalance vs before it. Targets: <= 3 s embedded, <= 10 s over NATS; throughput during
+ * >= 0.8 of before; 0 lost, 0 duplicated (checked against every actor's state and history).
+ */
+import { connect, type NodeConnectionOptions } from '@nats-io/transport-node';
+import { createMemoryCluster, createNode, MemoryNetwork, JetStreamEventStore, type NatstateNode, type EventStore, type RecordedEvent } from '../lib/index.js';
+import { actors } from '../examples/bank/actors.js';
+import { round, type Benchmark, type BenchContext } from './harness.js';
+
+type Bank = typeof actors;
+const ACTORS = 10_000;
+const EVENTS = 10;
+const IN_FLIGHT = 256;
+const CLUSTER = { shards: 128, heartbeatMs: 100, failureTimeoutMs: 2000, leaseMs: 2000, planIntervalMs: 100 };
+
+interface Rig {
+  nodes: NatstateNode<Bank>[];
+  add(): Promise<NatstateNode<Bank>>;
+  store(): Promise<EventStore>;
+  close(): Promise<void>;
+}
+
+async function memoryRig(): Promise<Rig> {
+  const cluster = await createMemoryCluster({ actors, namespace: 'b9', nodes: 3, cluster: CLUSTER, snapshotEvery: 0, passivateAfterMs: 0 });
+  return { nodes: cluster.nodes as NatstateNode<Bank>[], add: () => cluster.addNode(), store: async () => cluster.network.store('b9'), close: () => cluster.close() };
+}
+
+async function natsRig(context: BenchContext): Promise<Rig> {
+  const servers = await context.natsUrl();
+  const namespace = `b9-${Date.now()}`;
+  const nodes: NatstateNode<Bank>[] = [];
+  const add = async () => {
+    const node = await createNode({ actors, namespace, nodeId: `n${nodes.length + 1}`, nats: { servers } as NodeConnectionOptions, cluster: CLUSTER, snapshotEvery: 0, passivateAfterMs: 0 });
+    nodes.push(node);
+    return node;
+  };
+  for (let i = 0; i < 3; i++) await add();
+  const nc = await connect({ servers });
+  return {
+    nodes,
+    add,
+    store: () => JetStreamEventStore.create(nc, { namespace }),
+    close: async () => {
+      await Promise.all(nodes.map((n) => n.close()));
+      await nc.close();
+    },
+  };
+}
+
+async function settle(nodes: NatstateNode<Bank>[], timeoutMs: number, minEpoch: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const views = nodes.map((n) => n.cluster());
+    const ids = nodes.map((n) => n.id).sort();
+    if (
+      views.every((v) => v.epoch >= minEpoch && v.epoch === views[0].epoch && v.migrations.running === 0 && JSON.stringify(v.members) === JSON.stringify(ids)) &&
+      views.reduce((n, v) => n + v.ownedShards, 0) === CLUSTER.shards &&
+      views.every((v) => v.ownedShards > 0)
+    ) {
+      return true;
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return false;
+}
+
+async function run(rig: Rig, targetSeconds: number) {
+  const ids = Array.from({ length: ACTORS }, (_, i) => `acc-${i}`);
+  const acknowledged = new Float64Array(ACTORS);
+  // 10 events per actor, spread over the three nodes.
+  for (let e = 0; e < EVENTS; e++) {
+    for (let i = 0; i < ACTORS; i += 1000) {
+      await Promise.all(ids.slice(i, i + 1000).map((id, j) => rig.nodes[(i + j + e) % 3].send('account', id, { type: 'DEPOSIT', amount: 1 }).then(() => (acknowledged[i + j] += 1))));
+    }
+  }
+
+  // Steady load: IN_FLIGHT commands at all times, from every node, to random actors.
+  let stop = false;
+  let done = 0;
+  let errors = 0;
+  let seq = 0;
+  const worker = async (w: number) => {
+    while (!stop) {
+      const i = (seq++ * 7919) % ACTORS;
+      const node = rig.nodes[w % rig.nodes.length];
+      try {
+        const r = await node.send('account', ids[i], { type: 'DEPOSIT', amount: 1 }, { commandId: `load-${w}-${seq}` });
+        if (r.accepted && !r.duplicate) acknowledged[i] += 1;
+        done++;
+      } catch {
+        errors++;
+      }
+    }
+  };
+  const load = Promise.all(Array.from({ length: IN_FLIGHT }, (_, w) => worker(w)));
+  await new Promise((r) => setTimeout(r, 300));
+  const beforeStart = performance.now();
+  const doneBefore = done;
+  await new Promise((r) => setTimeout(r, 1000));
+  const beforePerSecond = ((done - doneBefore) / (performance.now() - beforeStart)) * 1000;
+
+  const epoch = rig.nodes[0].cluster().epoch;
+  const start = performance.now();
+  const doneAtStart = done;
+  await rig.add();
+  const settled = await settle(rig.nodes, 60_000, epoch + 1);
+  const seconds = (performance.now() - start) / 1000;
+  const duringPerSecond = ((done - doneAtStart) / (performance.now() - start)) * 1000;
+  stop = true;
+  await load;
+
+  // Verify: every balance equals its acknowledged deposits; every history gapless, no command twice.
+  const store = await rig.store();
+  let lost = 0;
+  let duplicated = 0;
+  const check = rig.nodes[0];
+  for (let i = 0; i < ACTORS; i += 500) {
+    await Promise.all(
+      ids.slice(i, i + 500).map(async (id, j) => {
+        const s = await check.state('account', id);
+        if (s.context.balance < acknowledged[i + j]) lost += acknowledged[i + j] - s.context.balance;
+        const seen = new Set<string>();
+        let version = 0;
+        for await (const e of store.read({ type: 'account', id }) as AsyncIterable<RecordedEvent>) {
+          if (e.version !== ++version) lost++;
+          if (seen.has(e.commandId)) duplicated++;
+          seen.add(e.commandId);
+        }
+        if (s.context.balance > acknowledged[i + j] + errors) duplicated++;
+      }),
+    );
+  }
+  const migrated = rig.nodes.reduce((n, node) => n + node.cluster().migrations.completed, 0);
+  const failedMigrations = rig.nodes.reduce((n, node) => n + node.cluster().migrations.failed, 0);
+  const throughputRatio = duringPerSecond / beforePerSecond;
+  return {
+    seconds: round(seconds),
+    settled,
+    pass: settled && seconds <= targetSeconds && throughputRatio >= 0.8 && lost === 0 && duplicated === 0,
+    throughputRatio: round(throughputRatio),
+    beforePerSecond: Math.round(beforePerSecond),
+    duringPerSecond: Math.round(duringPerSecond),
+    migrated,
+    failedMigrations,
+    lost,
+    duplicated,
+    erroredCommands: errors,
+  };
+}
+
+export const b9: Benchmark = {
+  id: 'B9',
+  title: 'rebalance 10,000 actors from 3 to 4 nodes under load',
+  goal: '<= 3 s embedded, <= 10 s NATS; during/before >= 0.8; 0 lost/dup',
+  needsNats: true,
+  async run(context) {
+    const memory = await memoryRig();
+    const embedded = await run(memory, 3).finally(() => memory.close());
+    const nats = await natsRig(context);
+    const overNats = await run(nats, 10).finally(() => nats.close());
+    return {
+      value: embedded.seconds,
+      unit: 's embedded',
+      target: 3,
+      pass: embedded.pass && overNats.pass,
+      natsSeconds: overNats.seconds,
+      embeddedThroughputRatio: embedded.throughputRatio,
+      natsThroughputRatio: overNats.throughputRatio,
+      embeddedMigrated: embedded.migrated,
+      natsMigrated: overNats.migrated,
+      failedMigrations: embedded.failedMigrations + overNats.failedMigrations,
+      lost: embedded.lost + overNats.lost,
+      duplicated: embedded.duplicated + overNats.duplicated,
+      erroredCommands: embedded.erroredCommands + overNats.erroredCommands,
+      embeddedPerSecondBefore: embedded.beforePerSecond,
+      embeddedPerSecondDuring: embedded.duringPerSecond,
+      natsPerSecondBefore: overNats.beforePerSecond,
+      natsPerSecondDuring: overNats.duringPerSecond,
+    };
+  },
+};

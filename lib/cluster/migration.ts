@@ -1,0 +1,352 @@
+/**
+ * Live migration: when a new shard map moves shards between live nodes, each source
+ * hands its resident actors of those shards to their new owners with their state, so
+ * the new owner serves the next command without replaying the actor's history.
+ *
+ * Ownership changes first, atomically, in the shard map; migration follows it:
+ *
+ * - source (`handleRebalanceRequest`): for each resident actor of a moved shard it runs
+ *   one migration machine (`machines/migration.machine.ts`): Paused (the map already
+ *   routes new commands away) → wait for the command in flight → Capturing → Transferring
+ *   (a `MigrationRequest`, retried with backoff) → Acked → Deleted (local copy dropped);
+ *   Failed after the retries. Then it tells the destination the shard is done.
+ * - destination (`handleMigrationRequest`): checks that it owns the shard, that the
+ *   store is at the captured version and that the state fits its machine; installs the
+ *   actor and acks. Anything else is refused and the actor is recovered from the store.
+ *   Until a moved shard is done (or `holdMs` passed), commands for its actors that are not
+ *   installed yet wait here (bounded: `MigrationBufferFullError` beyond `maxBuffered`), so
+ *   no command is applied to a cold copy while the warm one is on its way.
+ *
+ * Nothing depends on a migration succeeding: the events are in the store, and a stale
+ * copy can never write (the store fences every append on its expected sequence).
+ */
+import { createActor, type AnyActorRef, type InspectionEvent, type Observer } from 'xstate';
+import type { ActorHost } from '../actors/actor-host.js';
+import { decode, encodeWithin } from '../codec/codec.js';
+import { isMigrationReply, type MigrationReply, type MigrationRequest, type ShardDone } from '../codec/routing.js';
+import { MigrationBufferFullError, reportError } from '../errors.js';
+import { backoffMs, migrationMachine, migrationStatus, type MigrationStatus } from '../../machines/migration.machine.js';
+import { shardOf } from './placement.js';
+import type { ShardMap } from './shard-map.js';
+import type { Transport } from './transport/transport.js';
+
+/** One actor's migration as the source sees it. */
+export interface ActorMigration {
+  readonly actor: { readonly type: string; readonly id: string };
+  readonly from: string;
+  readonly to: string;
+  /** `<epoch>:<from>`: every migration of one map change from one source. */
+  readonly planId: string;
+  readonly epoch: number;
+  readonly status: MigrationStatus;
+  readonly attempts: number;
+  readonly error?: string;
+}
+
+export interface MigrationOptions {
+  readonly nodeId: string;
+  readonly host: ActorHost;
+  readonly transport: Transport;
+  readonly shardMap: { readonly current: ShardMap | undefined; refresh(): Promise<unknown> };
+  /** Whether a node is a live member (a dead source sends nothing, so nothing is held for it). */
+  readonly isLive: (nodeId: string) => boolean;
+  readonly maxPayload: number;
+  /** Migrations running at once on a source. Default 64. */
+  readonly concurrency?: number;
+  /** Wait for one destination's answer. Default 2,000 ms. */
+  readonly transferTimeoutMs?: number;
+  /** Transfer attempts before a migration fails. Default 3. */
+  readonly maxAttempts?: number;
+  /** Longest a destination holds commands for an incoming shard. Default 5,000 ms. */
+  readonly holdMs?: number;
+  /** Most commands waiting per incoming actor. Default 1,000. */
+  readonly maxBuffered?: number;
+  /** Receives every migration machine's inspection events (`@statelyai/inspect` or a plain observer). */
+  readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** Called whenever a migration reaches a final status. */
+  readonly onMigration?: (migration: ActorMigration) => void;
+  readonly onError?: (error: Error) => void;
+}
+
+interface Incoming {
+  readonly from: string;
+  readonly epoch: number;
+  readonly timer: NodeJS.Timeout;
+  /** Waiting commands by actor key. */
+  readonly waiters: Map<string, (() => void)[]>;
+}
+
+const keyOf = (type: string, id: string) => `${type}\u0000${id}`;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+
+export class MigrationCoordinator {
+  private readonly concurrency: number;
+  private readonly transferTimeoutMs: number;
+  private readonly maxAttempts: number;
+  private readonly holdMs: number;
+  private readonly maxBuffered: number;
+  private readonly incoming = new Map<number, Incoming>();
+  /** `shard:epoch` of shard-done messages that arrived before this node saw that epoch. */
+  private readonly doneEarly = new Set<string>();
+  private readonly recent: ActorMigration[] = [];
+  private running = 0;
+  private completed = 0;
+  private failed = 0;
+  private closed = false;
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(private readonly options: MigrationOptions) {
+    this.concurrency = options.concurrency ?? 64;
+    this.transferTimeoutMs = options.transferTimeoutMs ?? 2_000;
+    this.maxAttempts = options.maxAttempts ?? 3;
+    this.holdMs = options.holdMs ?? 5_000;
+    this.maxBuffered = options.maxBuffered ?? 1_000;
+  }
+
+  /** Counts, and the last migrations that ended (newest last). */
+  status(): { running: number; completed: number; failed: number; recent: readonly ActorMigration[] } {
+    return { running: this.running, completed: this.completed, failed: this.failed, recent: [...this.recent] };
+  }
+
+  /** Reacts to a new shard map: migrate what left this node, hold what is on its way here. */
+  onMapChange(previous: ShardMap | undefined, next: ShardMap): void {
+    if (this.closed || !previous || previous.shardCount !== next.shardCount) {
+      if (previous && previous.shardCount !== next.shardCount) this.options.host.evict(() => true);
+      return;
+    }
+    const { nodeId, isLive } = this.options;
+    const outgoing: { shard: number; to: string }[] = [];
+    for (let shard = 0; shard < next.shardCount; shard++) {
+      const before = previous.owners[shard];
+      const after = next.owners[shard];
+      if (before === after) continue;
+      if (before === nodeId && after) outgoing.push({ shard, to: after });
+      else if (after === nodeId && before && before !== nodeId && isLive(before)) this.expect(shard, before, next.epoch);
+    }
+    // Resident actors of shards this node does not own and is not handing over are dropped.
+    const handingOver = new Set(outgoing.map((m) => m.shard));
+    this.options.host.evict((_type, id) => {
+      const shard = shardOf(id, next.shardCount);
+      return next.owners[shard] !== nodeId && !handingOver.has(shard);
+    });
+    if (outgoing.length > 0) {
+      const work = this.handleRebalanceRequest({ epoch: next.epoch, moves: outgoing });
+      this.inFlight.add(work);
+      void work.finally(() => this.inFlight.delete(work));
+    }
+  }
+
+  /**
+   * Source side: migrates every resident actor of the moved shards to its new owner,
+   * `concurrency` at a time, then reports each shard done to its destination.
+   */
+  async handleRebalanceRequest(plan: { epoch: number; moves: readonly { shard: number; to: string }[] }): Promise<void> {
+    const { host, nodeId } = this.options;
+    const map = this.options.shardMap.current;
+    const shardCount = map?.shardCount ?? 1;
+    const destination = new Map(plan.moves.map((m) => [m.shard, m.to]));
+    const actors = host.residentsWhere((_type, id) => destination.has(shardOf(id, shardCount)));
+    const pendingPerShard = new Map<number, number>();
+    for (const a of actors) {
+      const shard = shardOf(a.id, shardCount);
+      pendingPerShard.set(shard, (pendingPerShard.get(shard) ?? 0) + 1);
+    }
+    const finishShard = (shard: number) => void this.shardDone(destination.get(shard)!, { kind: 'shard-done', shard, epoch: plan.epoch, from: nodeId });
+    for (const m of plan.moves) if (!pendingPerShard.has(m.shard)) finishShard(m.shard);
+
+    let next = 0;
+    const worker = async () => {
+      while (next < actors.length && !this.closed) {
+        const a = actors[next++];
+        const shard = shardOf(a.id, shardCount);
+        await this.migrate(a.type, a.id, destination.get(shard)!, plan.epoch);
+        const left = pendingPerShard.get(shard)! - 1;
+        pendingPerShard.set(shard, left);
+        if (left === 0) finishShard(shard);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, actors.length) }, worker));
+  }
+
+  /** One actor, driven through the migration machine. */
+  private async migrate(type: string, id: string, to: string, epoch: number): Promise<void> {
+    const { host, nodeId } = this.options;
+    const planId = `${epoch}:${nodeId}`;
+    const machine = createActor(migrationMachine, {
+      input: { actorType: type, actorId: id, from: nodeId, to, planId, epoch, maxAttempts: this.maxAttempts },
+      inspect: this.options.inspect,
+    }).start();
+    this.running++;
+    try {
+      // The new map already routes this actor's commands to `to`; let the one in flight finish.
+      machine.send({ type: 'PAUSE' });
+      await host.whenIdle(type, id);
+      machine.send({ type: 'DRAINED' });
+      const capture = host.capture(type, id);
+      if (!capture) {
+        machine.send({ type: 'FAIL', reason: 'the actor is no longer resident here; its new owner recovers it from the store' });
+        return;
+      }
+      machine.send({ type: 'CAPTURED', version: capture.version });
+      const request: MigrationRequest = { kind: 'migrate', type, id, from: nodeId, epoch, ...capture };
+      let payload: Uint8Array;
+      try {
+        payload = encodeWithin(request, this.options.maxPayload, `migration of ${type}/${id}`);
+      } catch (error) {
+        machine.send({ type: 'FAIL', reason: (error as Error).message });
+        return;
+      }
+      while (migrationStatus(machine.getSnapshot()) === 'Transferring' && !this.closed) {
+        const reply = await this.transfer(to, payload);
+        if (reply.kind === 'ack') machine.send({ type: 'ACK' });
+        else if (reply.reason === 'timeout') machine.send({ type: 'TIMEOUT' });
+        else machine.send({ type: 'NACK', reason: reply.reason, retryable: reply.retryable });
+        if (migrationStatus(machine.getSnapshot()) === 'Transferring') await sleep(backoffMs(machine.getSnapshot().context.attempts));
+      }
+      if (migrationStatus(machine.getSnapshot()) === 'Transferring') machine.send({ type: 'FAIL', reason: 'node closing' });
+    } catch (error) {
+      machine.send({ type: 'FAIL', reason: error instanceof Error ? error.message : String(error) });
+    } finally {
+      // Acked or failed, this node no longer owns the actor: drop the copy.
+      host.release(type, id);
+      if (migrationStatus(machine.getSnapshot()) === 'Acked') machine.send({ type: 'DELETED' });
+      this.running--;
+      this.record(machine);
+      machine.stop();
+    }
+  }
+
+  private async transfer(to: string, payload: Uint8Array): Promise<MigrationReply> {
+    try {
+      const answer = await this.options.transport.request(to, payload, this.transferTimeoutMs);
+      return decode(answer, isMigrationReply, `migration reply from ${to}`);
+    } catch (error) {
+      const name = error instanceof Error ? error.name : '';
+      if (name === 'TimeoutError' || name === 'NoRespondersError') return { kind: 'nack', reason: 'timeout', retryable: true };
+      return { kind: 'nack', reason: error instanceof Error ? error.message : String(error), retryable: false };
+    }
+  }
+
+  private record(machine: AnyActorRef): void {
+    const { context } = machine.getSnapshot();
+    const status = migrationStatus(machine.getSnapshot());
+    if (status === 'Deleted') this.completed++;
+    else this.failed++;
+    const migration: ActorMigration = {
+      actor: { type: context.actorType, id: context.actorId },
+      from: context.from,
+      to: context.to,
+      planId: context.planId,
+      epoch: context.epoch,
+      status,
+      attempts: context.attempts,
+      error: context.error,
+    };
+    this.recent.push(migration);
+    if (this.recent.length > 1000) this.recent.shift();
+    try {
+      this.options.onMigration?.(migration);
+    } catch (error) {
+      reportError(this.options.onError, error, 'onMigration');
+    }
+  }
+
+  private async shardDone(to: string, message: ShardDone): Promise<void> {
+    try {
+      await this.options.transport.request(to, encodeWithin(message, this.options.maxPayload, 'shard done'), this.transferTimeoutMs);
+    } catch {
+      // The destination stops holding after holdMs anyway.
+    }
+  }
+
+  /** Destination side: validate and install an actor migrated here. */
+  async handleMigrationRequest(request: MigrationRequest): Promise<MigrationReply> {
+    const { host, nodeId, shardMap } = this.options;
+    let map = shardMap.current;
+    if (!map || map.epoch < request.epoch) {
+      await shardMap.refresh().catch(() => undefined);
+      map = shardMap.current;
+    }
+    if (!map || map.owners[shardOf(request.id, map.shardCount)] !== nodeId) {
+      return { kind: 'nack', reason: `node ${nodeId} does not own the shard of ${request.type}/${request.id}`, retryable: !map || map.epoch < request.epoch };
+    }
+    let installed: boolean;
+    try {
+      const stored = await this.storeVersion(request);
+      if (stored !== request.version) {
+        return { kind: 'nack', reason: `version mismatch: migrated at ${request.version}, the store is at ${stored}; recovering from the store`, retryable: false };
+      }
+      installed = host.install(request.type, request.id, request);
+    } catch (error) {
+      return { kind: 'nack', reason: `rejected: ${error instanceof Error ? error.message : String(error)}; recovering from the store`, retryable: false };
+    } finally {
+      this.release(request.type, request.id);
+    }
+    return { kind: 'ack', installed };
+  }
+
+  private storeVersion(request: MigrationRequest): Promise<number> {
+    return this.options.host.storeVersion(request.type, request.id);
+  }
+
+  /** Destination side: the source finished a shard; its remaining commands may run. */
+  handleShardDone(message: ShardDone): void {
+    const entry = this.incoming.get(message.shard);
+    if (entry && entry.epoch <= message.epoch) this.releaseShard(message.shard);
+    else if (!entry) {
+      this.doneEarly.add(`${message.shard}:${message.epoch}`);
+      if (this.doneEarly.size > 10_000) this.doneEarly.clear();
+    }
+  }
+
+  /**
+   * Before a command for (type, id) runs here: a promise to wait on while the actor is on
+   * its way from its previous owner, or undefined.
+   */
+  gate(type: string, id: string): Promise<void> | undefined {
+    if (this.incoming.size === 0) return undefined;
+    const map = this.options.shardMap.current;
+    if (!map) return undefined;
+    const entry = this.incoming.get(shardOf(id, map.shardCount));
+    if (!entry || this.options.host.isResident(type, id)) return undefined;
+    const key = keyOf(type, id);
+    const list = entry.waiters.get(key) ?? [];
+    if (list.length >= this.maxBuffered) return Promise.reject(new MigrationBufferFullError(type, id, this.maxBuffered));
+    entry.waiters.set(key, list);
+    return new Promise<void>((resolve) => list.push(resolve));
+  }
+
+  private expect(shard: number, from: string, epoch: number): void {
+    if (this.doneEarly.delete(`${shard}:${epoch}`)) return;
+    this.releaseShard(shard);
+    const timer = setTimeout(() => this.releaseShard(shard), this.holdMs);
+    timer.unref();
+    this.incoming.set(shard, { from, epoch, timer, waiters: new Map() });
+  }
+
+  private release(type: string, id: string): void {
+    const map = this.options.shardMap.current;
+    if (!map) return;
+    const entry = this.incoming.get(shardOf(id, map.shardCount));
+    const key = keyOf(type, id);
+    const waiters = entry?.waiters.get(key);
+    if (!waiters) return;
+    entry!.waiters.delete(key);
+    for (const wake of waiters) wake();
+  }
+
+  private releaseShard(shard: number): void {
+    const entry = this.incoming.get(shard);
+    if (!entry) return;
+    this.incoming.delete(shard);
+    clearTimeout(entry.timer);
+    for (const waiters of entry.waiters.values()) for (const wake of waiters) wake();
+  }
+
+  /** Stops starting migrations, lets running ones end, releases every held command. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.inFlight]);
+    for (const shard of [...this.incoming.keys()]) this.releaseShard(shard);
+  }
+}
