@@ -42,7 +42,7 @@ export const b3: Benchmark = {
         {
           baseline: async () => {
             const acks: Promise<unknown>[] = new Array(COMMANDS);
-            for (let i = 0; i < COMMANDS; i++) acks[i] = js.publish(subjects.events({ type: 'raw', id: `r-${i % ACTORS}` }), payload);
+            for (let i = 0; i < COMMANDS; i++) acks[i] = js.publish(subjects.events({ type: 'raw', id: `r-${i % ACTORS}` }), payload, { timeout: 60_000 });
             await Promise.all(acks);
           },
           natstate: async () => {

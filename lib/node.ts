@@ -14,7 +14,7 @@ import { NATSEventBus } from './eventbus/nats.js';
 import type { EventStore } from './eventstore/eventstore.js';
 import { JetStreamEventStore } from './eventstore/jetstream.js';
 import { MemoryNetwork } from './memory-network.js';
-import { ClosedError } from './errors.js';
+import { InvalidNameError, ClosedError } from './errors.js';
 import { Subjects, validateActorType, validateNamespace } from './subjects.js';
 import type { ClusterKV } from './cluster/kv/kv.js';
 import { MemoryKV } from './cluster/kv/memory.js';
@@ -27,7 +27,9 @@ import { Membership } from './cluster/membership.js';
 import { LeaderLease } from './cluster/leader-lease.js';
 import { ShardCoordinator, type ShardPlan } from './cluster/coordinator.js';
 import { Router } from './cluster/router.js';
-import { MigrationCoordinator, type ActorMigration } from './cluster/migration.js';
+import { MigrationCoordinator, type ActorMigration, type MigrationRecord } from './cluster/migration.js';
+import { Journal, SYSTEM_TYPE_PREFIX } from './cluster/journal.js';
+import { RebalanceSupervisor, type RebalanceView } from './cluster/rebalance-supervisor.js';
 import type { InspectionEvent, Observer } from 'xstate';
 import { shardOf } from './cluster/placement.js';
 import { DEFAULT_MAX_PAYLOAD } from './codec/codec.js';
@@ -111,6 +113,8 @@ export interface ClusterOptions {
         readonly maxBuffered?: number;
         /** Called whenever a migration ends (Deleted or Failed). */
         readonly onMigration?: (migration: ActorMigration) => void;
+        /** Longest the leader waits for one plan's migrations before planning the next round. Default 30,000 ms. */
+        readonly planTimeoutMs?: number;
       };
 }
 
@@ -130,6 +134,8 @@ export interface ClusterStatus {
   readonly residentActors: number;
   /** Live migrations this node ran as a source. */
   readonly migrations: { readonly running: number; readonly completed: number; readonly failed: number };
+  /** On the leader: its rebalance supervisor (the plan running or the last one). */
+  readonly rebalance?: RebalanceView;
 }
 
 export interface CommandOptions {
@@ -186,7 +192,10 @@ function isConnection(value: NodeConnectionOptions | NatsConnection): value is N
 
 export async function createNode<const A extends ActorTypes>(options: NodeOptions<A>): Promise<NatstateNode<A>> {
   validateNamespace(options.namespace);
-  for (const type of Object.keys(options.actors)) validateActorType(type);
+  for (const type of Object.keys(options.actors)) {
+    validateActorType(type);
+    if (type.startsWith(SYSTEM_TYPE_PREFIX)) throw new InvalidNameError('actor type', type, `names starting with "${SYSTEM_TYPE_PREFIX}" are reserved for natstate's own streams`);
+  }
   const nodeId = options.nodeId ?? uuid();
   const { namespace } = options;
 
@@ -244,8 +253,10 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   // The cluster: shard map, routing, membership, leader lease and (on the leader) planning.
   const shardMap = new ShardMapStore({ kv, subjects, onError: report('shard map') });
   await shardMap.start();
-  // Created before the membership it asks about; only called once everything is started.
+  // Created before the membership and lease they ask about; only called once everything is started.
   let membership: Membership | undefined;
+  let lease: LeaderLease | undefined;
+  const isLive = (id: string) => membership?.isLive(id) ?? false;
   const migrationOptions = clusterOptions.migration === false ? undefined : (clusterOptions.migration ?? {});
   const migrations = migrationOptions
     ? new MigrationCoordinator({
@@ -253,13 +264,30 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         host,
         transport,
         shardMap,
-        isLive: (id) => membership?.isLive(id) ?? false,
+        isLive,
+        leader: () => lease?.leader,
         maxPayload,
         ...migrationOptions,
         inspect: options.inspect,
+        journal: new Journal<MigrationRecord>({ store, stream: { type: `${SYSTEM_TYPE_PREFIX}migrations`, id: nodeId }, onError: report('migration journal') }),
         onError: report('migration'),
       })
     : undefined;
+  // Migrations a previous run under this node id left unfinished are closed first.
+  await migrations?.recover();
+  // Paces the leader's plans by their migrations (only with live migration: otherwise nothing reports shards done).
+  const supervisor = migrations
+    ? new RebalanceSupervisor({
+        nodeId,
+        store,
+        isLive,
+        planTimeoutMs: migrationOptions?.planTimeoutMs,
+        inspect: options.inspect,
+        onReady: () => coordinator?.request(false),
+        onError: report('rebalance supervisor'),
+      })
+    : undefined;
+  let coordinator: ShardCoordinator | undefined;
   const router = new Router({
     nodeId,
     host,
@@ -268,7 +296,14 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     maxPayload,
     requestTimeoutMs: clusterOptions.requestTimeoutMs,
     deadlineMs: clusterOptions.routeDeadlineMs,
-    migrations,
+    migrations: migrations && {
+      gate: (type, id) => migrations.gate(type, id),
+      handleMigrationRequest: (request) => migrations.handleMigrationRequest(request),
+      handleShardDone: (message) => {
+        migrations.handleShardDone(message);
+        if (lease?.isLeader) supervisor?.shardDone(message);
+      },
+    },
   });
   const stopServing = await transport.serve(nodeId, router.handleRequest);
   const ownedShards = () => shardMap.current?.owners.reduce((n, owner) => (owner === nodeId ? n + 1 : n), 0) ?? 0;
@@ -291,9 +326,9 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     onError: report('membership'),
   });
   await membership.start();
-  const lease = new LeaderLease({ kv, subjects, nodeId, leaseMs: clusterOptions.leaseMs, onError: report('leader lease') });
+  lease = new LeaderLease({ kv, subjects, nodeId, leaseMs: clusterOptions.leaseMs, onError: report('leader lease') });
   await lease.start();
-  const coordinator = new ShardCoordinator({
+  coordinator = new ShardCoordinator({
     membership,
     lease,
     shardMap,
@@ -304,6 +339,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     planIntervalMs: clusterOptions.planIntervalMs,
     onPlan: clusterOptions.onPlan,
     onError: report('shard coordinator'),
+    supervisor,
   });
   coordinator.start();
   // Ready once a shard map exists (a lone first node publishes it at once as the leader).
@@ -347,6 +383,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         ownedShards: ownedShards(),
         residentActors: host.residentCount,
         migrations: (({ running, completed, failed }) => ({ running, completed, failed }))(migrations?.status() ?? { running: 0, completed: 0, failed: 0 }),
+        rebalance: lease!.isLeader ? supervisor?.view() : undefined,
       };
     },
     async leave(leaveOptions) {

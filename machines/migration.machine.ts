@@ -58,6 +58,11 @@ export type MigrationStatus = 'Pending' | 'Paused' | 'Capturing' | 'Transferring
 
 const DEFAULT_MAX_ATTEMPTS = 3;
 
+/** A whole count of at least 1; anything not a finite number (NaN too) means the default. */
+function atLeastOne(value: number | undefined, fallback: number): number {
+  return value !== undefined && Number.isFinite(value) ? Math.max(1, Math.floor(value)) : fallback;
+}
+
 export const migrationMachine = setup({
   types: {
     input: {} as MigrationInput,
@@ -82,7 +87,7 @@ export const migrationMachine = setup({
     planId: input.planId,
     epoch: input.epoch,
     // CAPTURED always makes the first attempt, so fewer than one cannot be honoured.
-    maxAttempts: Math.max(1, input.maxAttempts ?? DEFAULT_MAX_ATTEMPTS),
+    maxAttempts: atLeastOne(input.maxAttempts, DEFAULT_MAX_ATTEMPTS),
     attempts: 0,
   }),
   initial: 'Pending',

@@ -112,7 +112,8 @@ export const rebalanceMachine = setup({
   context: ({ input }) => ({
     leader: input.leader,
     // Zero would never start a migration and never settle the plan.
-    maxConcurrent: Math.max(1, input.maxConcurrent ?? DEFAULT_MAX_CONCURRENT),
+    maxConcurrent:
+      input.maxConcurrent !== undefined && Number.isFinite(input.maxConcurrent) ? Math.max(1, Math.floor(input.maxConcurrent)) : DEFAULT_MAX_CONCURRENT,
     pending: false,
     moves: [],
     remaining: [],

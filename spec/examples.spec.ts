@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { NatsServer } from './support/nats-server.js';
 
@@ -28,6 +29,15 @@ describe('examples', function () {
     const out = await example('examples/cluster/main.ts');
     expect(out).to.contain('balance via node-2: 10');
     expect(out).to.contain('members: node-2, node-3, node-4; balance via node-4: 15');
+  });
+
+  it('inspector streams the migrations of a joining node to a local inspector server', async () => {
+    const probe = createServer();
+    const port = await new Promise<number>((resolve) => probe.listen(0, '127.0.0.1', () => resolve((probe.address() as { port: number }).port)));
+    await new Promise((resolve) => probe.close(resolve));
+    const out = await example('examples/inspector/main.ts', { INSPECT_PORT: String(port), NO_OPEN: '1' });
+    expect(out).to.contain(`inspector: open http://localhost:${port}`);
+    expect(out).to.contain('migrations completed: yes');
   });
 
   it('eventbus-jetstream runs two nodes on a real nats-server', async () => {

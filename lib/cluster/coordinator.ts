@@ -19,6 +19,7 @@ import { RevisionConflictError } from './kv/kv.js';
 import type { LeaderLease } from './leader-lease.js';
 import type { Membership } from './membership.js';
 import { PlacementArgumentError, rebalanceShards, type RebalanceOptions, type ShardMove } from './placement.js';
+import type { RebalanceSupervisor } from './rebalance-supervisor.js';
 import type { ShardMap, ShardMapStore } from './shard-map.js';
 
 /** The stored shard map has another shard count than this node was configured with. It is left as it is. */
@@ -58,6 +59,11 @@ export interface ShardCoordinatorOptions {
   readonly onPlan?: (plan: ShardPlan) => void;
   /** Failed plans (retried at the next trigger) and `ShardCountMismatchError`. */
   readonly onError?: (error: Error) => void;
+  /**
+   * Paces plans: none starts while the supervisor waits for the last one's migrations;
+   * a change meanwhile is planned right after. Without it, every change is planned at once.
+   */
+  readonly supervisor?: Pick<RebalanceSupervisor, 'ready' | 'status' | 'change' | 'planned' | 'planFailed' | 'tick' | 'stop'>;
 }
 
 export class ShardCoordinator {
@@ -70,6 +76,8 @@ export class ShardCoordinator {
   private wasLeader = false;
   private planning = false;
   private again = false;
+  /** A membership or leadership change arrived since the last plan (not just a tick). */
+  private changed = false;
   /** Revision of the mismatching map last reported, so each one is reported once. */
   private reportedMismatch: number | undefined;
 
@@ -92,11 +100,15 @@ export class ShardCoordinator {
     this.offs.push(
       lease.subscribe(({ isLeader }) => {
         const became = isLeader && !this.wasLeader;
+        if (!isLeader && this.wasLeader) this.options.supervisor?.stop();
         this.wasLeader = isLeader;
         if (became) this.request();
       }),
     );
-    this.ticker = setInterval(() => this.request(), this.planIntervalMs);
+    this.ticker = setInterval(() => {
+      if (this.options.lease.isLeader) this.options.supervisor?.tick();
+      this.request(false);
+    }, this.planIntervalMs);
     this.ticker.unref();
     this.wasLeader = lease.isLeader;
     this.request();
@@ -105,13 +117,16 @@ export class ShardCoordinator {
   /** Stops planning; a plan in flight finishes its write but triggers nothing more. */
   close(): void {
     this.closed = true;
+    this.options.supervisor?.stop();
     clearInterval(this.ticker);
     this.ticker = undefined;
     for (const off of this.offs.splice(0)) off();
   }
 
-  private request(): void {
+  /** Plans now, or right after the plan in flight. `change`: a real change, not a periodic tick. */
+  request(change = true): void {
     if (this.closed || !this.options.lease.isLeader) return;
+    if (change) this.changed = true;
     if (this.planning) {
       this.again = true;
       return;
@@ -137,8 +152,20 @@ export class ShardCoordinator {
   }
 
   private async plan(): Promise<void> {
-    const { membership, lease, shardMap, nodeId, shardCount, onPlan } = this.options;
+    const { membership, lease, shardMap, nodeId, shardCount, onPlan, supervisor } = this.options;
     if (!lease.isLeader) return;
+    const changed = this.changed;
+    this.changed = false;
+    if (supervisor) {
+      await supervisor.ready();
+      if (!lease.isLeader || this.closed) return;
+      const status = supervisor.status;
+      if (status === 'Migrating' || status === 'Committing') {
+        // Planned as soon as the running plan is over (the supervisor calls back).
+        if (changed) supervisor.change();
+        return;
+      }
+    }
     const current = shardMap.current;
     if (current && current.shardCount !== shardCount) {
       if (this.reportedMismatch !== current.revision) {
@@ -150,18 +177,24 @@ export class ShardCoordinator {
     const nodes = membership.liveNodeIds();
     if (nodes.length === 0) return;
     const { owners, moves } = rebalanceShards(current?.owners ?? new Array<null>(shardCount).fill(null), nodes, this.caps);
-    if (current && moves.length === 0) return;
+    if (current && moves.length === 0) {
+      // A change the supervisor kept for later turned out to need nothing.
+      if (supervisor?.status === 'Planning') supervisor.planned(current.epoch, []);
+      return;
+    }
     const epoch = (current?.epoch ?? 0) + 1;
     try {
       await shardMap.publish({ epoch, shardCount, owners, leader: nodeId }, current?.revision);
     } catch (error) {
+      if (supervisor?.status === 'Planning' || supervisor?.status === 'Idle') supervisor.planFailed(error instanceof Error ? error.message : String(error));
       if (!(error instanceof RevisionConflictError)) throw error;
       // Someone published first, or this view was stale: plan again on top of the stored map.
       const seen = await shardMap.refresh();
-      if (changed(current, seen)) this.again = true;
+      if (mapChanged(current, seen)) this.again = true;
       else throw error;
       return;
     }
+    supervisor?.planned(epoch, moves);
     try {
       onPlan?.({ epoch, moves, owners });
     } catch (error) {
@@ -176,6 +209,6 @@ export class ShardCoordinator {
   }
 }
 
-function changed(before: ShardMap | undefined, after: ShardMap | undefined): boolean {
+function mapChanged(before: ShardMap | undefined, after: ShardMap | undefined): boolean {
   return before?.revision !== after?.revision;
 }

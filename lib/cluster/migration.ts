@@ -20,15 +20,29 @@
  * Nothing depends on a migration succeeding: the events are in the store, and a stale
  * copy can never write (the store fences every append on its expected sequence).
  */
-import { createActor, type AnyActorRef, type InspectionEvent, type Observer } from 'xstate';
+import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
 import type { ActorHost } from '../actors/actor-host.js';
 import { decode, encodeWithin } from '../codec/codec.js';
 import { isMigrationReply, type MigrationReply, type MigrationRequest, type ShardDone } from '../codec/routing.js';
 import { MigrationBufferFullError, reportError } from '../errors.js';
-import { backoffMs, migrationMachine, migrationStatus, type MigrationStatus } from '../../machines/migration.machine.js';
+import {
+  backoffMs,
+  isFinalMigration,
+  migrationMachine,
+  migrationStatus,
+  type MigrationEvent,
+  type MigrationInput,
+  type MigrationStatus,
+} from '../../machines/migration.machine.js';
+import type { Journal } from './journal.js';
 import { shardOf } from './placement.js';
 import type { ShardMap } from './shard-map.js';
 import type { Transport } from './transport/transport.js';
+
+/** What a source's migration journal holds: each migration's input, then its events in order. */
+export type MigrationRecord =
+  | { readonly type: 'START'; readonly key: string; readonly input: MigrationInput }
+  | { readonly type: 'STEP'; readonly key: string; readonly event: MigrationEvent };
 
 /** One actor's migration as the source sees it. */
 export interface ActorMigration {
@@ -50,6 +64,8 @@ export interface MigrationOptions {
   readonly shardMap: { readonly current: ShardMap | undefined; refresh(): Promise<unknown> };
   /** Whether a node is a live member (a dead source sends nothing, so nothing is held for it). */
   readonly isLive: (nodeId: string) => boolean;
+  /** The lease holder, to whom a source reports each shard done (default: the map's publisher). */
+  readonly leader?: () => string | undefined;
   readonly maxPayload: number;
   /** Migrations running at once on a source. Default 64. */
   readonly concurrency?: number;
@@ -65,6 +81,8 @@ export interface MigrationOptions {
   readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
   /** Called whenever a migration reaches a final status. */
   readonly onMigration?: (migration: ActorMigration) => void;
+  /** Where this node's migration machines are event-sourced (see `recover`). */
+  readonly journal?: Journal<MigrationRecord>;
   readonly onError?: (error: Error) => void;
 }
 
@@ -144,22 +162,34 @@ export class MigrationCoordinator {
     const { host, nodeId } = this.options;
     const map = this.options.shardMap.current;
     const shardCount = map?.shardCount ?? 1;
+    // The leader that published the plan counts the shards done (see RebalanceSupervisor).
+    const leader = this.options.leader?.() ?? map?.leader;
     const destination = new Map(plan.moves.map((m) => [m.shard, m.to]));
     const actors = host.residentsWhere((_type, id) => destination.has(shardOf(id, shardCount)));
     const pendingPerShard = new Map<number, number>();
+    const failedShards = new Set<number>();
     for (const a of actors) {
       const shard = shardOf(a.id, shardCount);
       pendingPerShard.set(shard, (pendingPerShard.get(shard) ?? 0) + 1);
     }
-    const finishShard = (shard: number) => void this.shardDone(destination.get(shard)!, { kind: 'shard-done', shard, epoch: plan.epoch, from: nodeId });
+    const finishShard = (shard: number) => {
+      const to = destination.get(shard)!;
+      const message: ShardDone = { kind: 'shard-done', shard, epoch: plan.epoch, from: nodeId, ok: !failedShards.has(shard) };
+      void this.shardDone(to, message);
+      if (leader && leader !== to) void this.shardDone(leader, message);
+    };
     for (const m of plan.moves) if (!pendingPerShard.has(m.shard)) finishShard(m.shard);
 
     let next = 0;
     const worker = async () => {
-      while (next < actors.length && !this.closed) {
+      // Not cut short by close(): the map already routes these actors away, so a node that
+      // leaves still hands every one over warm (one transfer attempt each once closing) and
+      // every destination hears each shard is done instead of holding its commands holdMs.
+      while (next < actors.length) {
         const a = actors[next++];
         const shard = shardOf(a.id, shardCount);
-        await this.migrate(a.type, a.id, destination.get(shard)!, plan.epoch);
+        const status = await this.migrate(a.type, a.id, destination.get(shard)!, plan.epoch);
+        if (status !== 'Deleted') failedShards.add(shard);
         const left = pendingPerShard.get(shard)! - 1;
         pendingPerShard.set(shard, left);
         if (left === 0) finishShard(shard);
@@ -169,13 +199,22 @@ export class MigrationCoordinator {
   }
 
   /** One actor, driven through the migration machine. */
-  private async migrate(type: string, id: string, to: string, epoch: number): Promise<void> {
+  private async migrate(type: string, id: string, to: string, epoch: number): Promise<MigrationStatus> {
     const { host, nodeId } = this.options;
     const planId = `${epoch}:${nodeId}`;
-    const machine = createActor(migrationMachine, {
-      input: { actorType: type, actorId: id, from: nodeId, to, planId, epoch, maxAttempts: this.maxAttempts },
-      inspect: this.options.inspect,
-    }).start();
+    const input: MigrationInput = { actorType: type, actorId: id, from: nodeId, to, planId, epoch, maxAttempts: this.maxAttempts };
+    const key = `${planId}:${type}:${id}`;
+    const { journal } = this.options;
+    journal?.record({ type: 'START', key, input });
+    const actor = createActor(migrationMachine, { input, inspect: this.options.inspect }).start();
+    // Every event the machine takes is journaled in the same order.
+    const machine = {
+      send(event: MigrationEvent) {
+        journal?.record({ type: 'STEP', key, event });
+        actor.send(event);
+      },
+      getSnapshot: () => actor.getSnapshot(),
+    };
     this.running++;
     try {
       // The new map already routes this actor's commands to `to`; let the one in flight finish.
@@ -185,7 +224,7 @@ export class MigrationCoordinator {
       const capture = host.capture(type, id);
       if (!capture) {
         machine.send({ type: 'FAIL', reason: 'the actor is no longer resident here; its new owner recovers it from the store' });
-        return;
+        return 'Failed';
       }
       machine.send({ type: 'CAPTURED', version: capture.version });
       const request: MigrationRequest = { kind: 'migrate', type, id, from: nodeId, epoch, ...capture };
@@ -194,14 +233,17 @@ export class MigrationCoordinator {
         payload = encodeWithin(request, this.options.maxPayload, `migration of ${type}/${id}`);
       } catch (error) {
         machine.send({ type: 'FAIL', reason: (error as Error).message });
-        return;
+        return 'Failed';
       }
-      while (migrationStatus(machine.getSnapshot()) === 'Transferring' && !this.closed) {
+      // The first attempt is made even once closing (a leaving node hands its actors over); retries stop.
+      let first = true;
+      while (migrationStatus(machine.getSnapshot()) === 'Transferring' && (first || !this.closed)) {
+        first = false;
         const reply = await this.transfer(to, payload);
         if (reply.kind === 'ack') machine.send({ type: 'ACK' });
         else if (reply.reason === 'timeout') machine.send({ type: 'TIMEOUT' });
         else machine.send({ type: 'NACK', reason: reply.reason, retryable: reply.retryable });
-        if (migrationStatus(machine.getSnapshot()) === 'Transferring') await sleep(backoffMs(machine.getSnapshot().context.attempts));
+        if (migrationStatus(machine.getSnapshot()) === 'Transferring' && !this.closed) await sleep(backoffMs(machine.getSnapshot().context.attempts - 1)); // attempts made so far
       }
       if (migrationStatus(machine.getSnapshot()) === 'Transferring') machine.send({ type: 'FAIL', reason: 'node closing' });
     } catch (error) {
@@ -211,9 +253,10 @@ export class MigrationCoordinator {
       host.release(type, id);
       if (migrationStatus(machine.getSnapshot()) === 'Acked') machine.send({ type: 'DELETED' });
       this.running--;
-      this.record(machine);
-      machine.stop();
+      this.record(actor);
+      actor.stop();
     }
+    return migrationStatus(actor.getSnapshot());
   }
 
   private async transfer(to: string, payload: Uint8Array): Promise<MigrationReply> {
@@ -227,21 +270,10 @@ export class MigrationCoordinator {
     }
   }
 
-  private record(machine: AnyActorRef): void {
-    const { context } = machine.getSnapshot();
-    const status = migrationStatus(machine.getSnapshot());
-    if (status === 'Deleted') this.completed++;
+  private record(machine: Actor<typeof migrationMachine>): void {
+    const migration = toMigration(machine);
+    if (migration.status === 'Deleted') this.completed++;
     else this.failed++;
-    const migration: ActorMigration = {
-      actor: { type: context.actorType, id: context.actorId },
-      from: context.from,
-      to: context.to,
-      planId: context.planId,
-      epoch: context.epoch,
-      status,
-      attempts: context.attempts,
-      error: context.error,
-    };
     this.recent.push(migration);
     if (this.recent.length > 1000) this.recent.shift();
     try {
@@ -343,10 +375,56 @@ export class MigrationCoordinator {
     for (const waiters of entry.waiters.values()) for (const wake of waiters) wake();
   }
 
-  /** Stops starting migrations, lets running ones end, releases every held command. */
+  /**
+   * Replays this node's migration journal (from a previous run under the same node id)
+   * and closes every migration it left unfinished as Failed: that process and its copies
+   * of the actors are gone, and their state is in the store, where their new owners
+   * recover it. Returns the migrations it closed.
+   */
+  async recover(): Promise<ActorMigration[]> {
+    const { journal } = this.options;
+    if (!journal) return [];
+    const { events } = await journal.open();
+    const open = new Map<string, Actor<typeof migrationMachine>>();
+    for (const record of events) {
+      if (record.type === 'START') open.set(record.key, createActor(migrationMachine, { input: record.input }).start());
+      else open.get(record.key)?.send(record.event);
+    }
+    const closed: ActorMigration[] = [];
+    for (const [key, actor] of open) {
+      if (!isFinalMigration(migrationStatus(actor.getSnapshot()))) {
+        const event: MigrationEvent = { type: 'FAIL', reason: 'the source restarted during the migration; the actor recovers from the store' };
+        journal.record({ type: 'STEP', key, event });
+        actor.send(event);
+        closed.push(toMigration(actor));
+      }
+      actor.stop();
+    }
+    await journal.checkpoint(() => ({}));
+    return closed;
+  }
+
+  /** Starts no new plan, lets the plans under way end, releases every held command. */
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all([...this.inFlight]);
     for (const shard of [...this.incoming.keys()]) this.releaseShard(shard);
+    // Every migration is final now: the next start of this node id reads from here.
+    await this.options.journal?.checkpoint(() => ({})).catch((error: unknown) => reportError(this.options.onError, error, 'migration journal'));
   }
+}
+
+function toMigration(machine: Actor<typeof migrationMachine>): ActorMigration {
+  const snapshot = machine.getSnapshot();
+  const { context } = snapshot;
+  return {
+    actor: { type: context.actorType, id: context.actorId },
+    from: context.from,
+    to: context.to,
+    planId: context.planId,
+    epoch: context.epoch,
+    status: migrationStatus(snapshot),
+    attempts: context.attempts,
+    error: context.error,
+  };
 }

@@ -61,12 +61,17 @@ export interface MigrationRequest {
   readonly epoch: number;
 }
 
-/** The source finished every migration of `shard` for `epoch`: stop holding its commands. */
+/**
+ * The source finished every migration of `shard` for `epoch`. Sent to the destination
+ * (stop holding the shard's commands) and to the leader (the plan's progress).
+ */
 export interface ShardDone {
   readonly kind: 'shard-done';
   readonly shard: number;
   readonly epoch: number;
   readonly from: string;
+  /** False when any of the shard's migrations failed (those actors recover from the store). */
+  readonly ok: boolean;
 }
 
 export type MigrationReply =
@@ -97,7 +102,14 @@ export function isMigrationRequest(value: unknown): value is MigrationRequest {
 }
 
 export function isShardDone(value: unknown): value is ShardDone {
-  return isRecord(value) && value.kind === 'shard-done' && isNonNegativeInteger(value.shard) && isNonNegativeInteger(value.epoch) && typeof value.from === 'string';
+  return (
+    isRecord(value) &&
+    value.kind === 'shard-done' &&
+    isNonNegativeInteger(value.shard) &&
+    isNonNegativeInteger(value.epoch) &&
+    typeof value.from === 'string' &&
+    typeof value.ok === 'boolean'
+  );
 }
 
 export function isNodeRequest(value: unknown): value is NodeRequest {

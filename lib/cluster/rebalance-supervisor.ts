@@ -1,0 +1,223 @@
+/**
+ * `RebalanceSupervisor`: the leader's rebalance supervisor machine
+ * (`machines/rebalance.machine.ts`) at run time, event-sourced through a `Journal` in
+ * the namespace's event store.
+ *
+ * It paces rebalancing one plan at a time. Ownership moves first (the plan is published
+ * as the next shard map, which is the commit of ownership); the supervisor then waits in
+ * Migrating until every moved shard is settled: its source reported it done (each source
+ * reports to the lease holder), its source is no longer live (nothing to hand over: the
+ * new owner recovers those actors from the store), or `planTimeoutMs` passed (ABORT).
+ * Committing records the plan's completion durably, then the next plan may start. A
+ * membership change during a plan is remembered (`pending`) and planned right after, so
+ * two plans never overlap and migrations of one round finish before the next round moves
+ * anything.
+ *
+ * A new leader replays the journal: an unfinished plan is picked up where it stood and
+ * waits at most `resumeGraceMs` for the reports still on their way (those sent to the
+ * previous leader are lost with it), then is committed with what is done.
+ */
+import { createActor, type Actor, type InspectionEvent, type Observer } from 'xstate';
+import type { EventStore } from '../eventstore/eventstore.js';
+import { reportError } from '../errors.js';
+import { rebalanceMachine, rebalanceStatus, type RebalanceEvent, type RebalanceMove, type RebalanceStatus } from '../../machines/rebalance.machine.js';
+import { Journal, SYSTEM_TYPE_PREFIX } from './journal.js';
+
+/** Where the supervisor of a namespace journals its events. */
+export const REBALANCE_STREAM = { type: `${SYSTEM_TYPE_PREFIX}rebalance`, id: 'supervisor' } as const;
+
+export interface RebalanceSupervisorOptions {
+  readonly nodeId: string;
+  readonly store: EventStore;
+  /** Whether a node is a live member. */
+  readonly isLive: (nodeId: string) => boolean;
+  /** Longest a plan waits for its shards before it is committed with what is done. Default 30,000 ms. */
+  readonly planTimeoutMs?: number;
+  /** Longest a plan picked up by a new leader waits for reports still on their way. Default 3,000 ms. */
+  readonly resumeGraceMs?: number;
+  readonly inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** The supervisor is ready for the next plan (back to Idle, or Planning a change it kept). */
+  readonly onReady: () => void;
+  readonly onError?: (error: Error) => void;
+}
+
+/** What `cluster()` shows of the supervisor on the leader. */
+export interface RebalanceView {
+  readonly status: RebalanceStatus;
+  /** The plan running, or the last one. */
+  readonly planId?: string;
+  readonly epoch?: number;
+  /** Shards of the plan not settled yet. */
+  readonly remaining: number;
+  readonly lastEpoch?: number;
+}
+
+type Checkpoint = { readonly snapshot: unknown };
+
+export class RebalanceSupervisor {
+  private readonly journal: Journal<RebalanceEvent, Checkpoint>;
+  private readonly planTimeoutMs: number;
+  private readonly resumeGraceMs: number;
+  private actor: Actor<typeof rebalanceMachine> | undefined;
+  private resuming: Promise<void> | undefined;
+  /** When the plan now Migrating must be over. */
+  private deadline = 0;
+  private committing = false;
+  /**
+   * Reports that arrived before the plan they belong to was recorded: a source may see
+   * the published map (and finish) before the publish call returns here. By epoch.
+   */
+  private early = new Map<number, { shard: number; ok: boolean }[]>();
+
+  constructor(private readonly options: RebalanceSupervisorOptions) {
+    this.journal = new Journal({ store: options.store, stream: REBALANCE_STREAM, onError: (error) => reportError(options.onError, error, 'rebalance journal') });
+    this.planTimeoutMs = options.planTimeoutMs ?? 30_000;
+    this.resumeGraceMs = options.resumeGraceMs ?? 3_000;
+  }
+
+  /** Replays the journal once per leadership term; every other call waits for that. */
+  ready(): Promise<void> {
+    this.resuming ??= this.resume().catch((error: unknown) => {
+      this.resuming = undefined;
+      throw error;
+    });
+    return this.resuming;
+  }
+
+  /** The leader lost its lease: forget the machine (the next leader replays the journal). */
+  stop(): void {
+    this.actor?.stop();
+    this.actor = undefined;
+    this.resuming = undefined;
+    this.committing = false;
+    this.early.clear();
+  }
+
+  get status(): RebalanceStatus | undefined {
+    return this.actor ? rebalanceStatus(this.actor.getSnapshot()) : undefined;
+  }
+
+  view(): RebalanceView | undefined {
+    if (!this.actor) return undefined;
+    const { context } = this.actor.getSnapshot();
+    return { status: rebalanceStatus(this.actor.getSnapshot()), planId: context.planId, epoch: context.epoch, remaining: context.remaining.length, lastEpoch: context.lastEpoch };
+  }
+
+  /** Membership changed: plan now if idle, or right after the running plan. */
+  change(): void {
+    this.send({ type: 'CHANGE' });
+  }
+
+  /** The coordinator published `epoch` with `moves` (empty: nothing to do). */
+  planned(epoch: number, moves: readonly RebalanceMove[]): void {
+    if (this.status === 'Idle') this.send({ type: 'CHANGE' });
+    this.deadline = Date.now() + this.planTimeoutMs;
+    this.send({ type: 'PLANNED', planId: `${epoch}:${this.options.nodeId}`, epoch, moves });
+    const early = this.early.get(epoch) ?? [];
+    this.early.clear();
+    for (const report of early) this.shardDone({ ...report, epoch });
+    // Shards with no live source have nothing to hand over.
+    this.settleOrphans();
+  }
+
+  planFailed(reason: string): void {
+    if (this.status === 'Idle') this.send({ type: 'CHANGE' });
+    this.send({ type: 'PLAN_FAILED', reason });
+  }
+
+  /** A source finished its migrations of one shard of `epoch`. */
+  shardDone(report: { readonly shard: number; readonly epoch: number; readonly ok: boolean }): void {
+    const snapshot = this.actor?.getSnapshot();
+    if (!snapshot) return;
+    const status = rebalanceStatus(snapshot);
+    if (status === 'Idle' || status === 'Planning') {
+      // Kept only for the plan being published now (its epoch follows the last one).
+      if (report.epoch > (snapshot.context.lastEpoch ?? 0) && this.early.size < 4) {
+        const list = this.early.get(report.epoch) ?? [];
+        if (list.length < 100_000) list.push({ shard: report.shard, ok: report.ok });
+        this.early.set(report.epoch, list);
+      }
+      return;
+    }
+    if (status !== 'Migrating' || snapshot.context.epoch !== report.epoch) return;
+    if (!snapshot.context.remaining.includes(report.shard)) return;
+    this.send({ type: 'SHARD_DONE', shard: report.shard, ok: report.ok });
+  }
+
+  /** Periodic: settles shards whose source is gone, and ends a plan past its deadline. */
+  tick(): void {
+    if (this.status !== 'Migrating') return;
+    this.settleOrphans();
+    if (this.status === 'Migrating' && Date.now() > this.deadline) this.send({ type: 'ABORT', reason: `plan not done after ${this.planTimeoutMs} ms` });
+  }
+
+  private async resume(): Promise<void> {
+    this.stop();
+    const { checkpoint, events } = await this.journal.open();
+    // Replayed without the inspector (it would show history as if live), then inspected from there.
+    const replay = createActor(rebalanceMachine, {
+      input: { leader: this.options.nodeId },
+      ...(checkpoint ? { snapshot: checkpoint.snapshot as never } : {}),
+    }).start();
+    for (const event of events) replay.send(event);
+    const persisted = replay.getPersistedSnapshot();
+    replay.stop();
+    const actor = createActor(rebalanceMachine, { input: { leader: this.options.nodeId }, snapshot: persisted as never, inspect: this.options.inspect });
+    this.actor = actor;
+    actor.subscribe((snapshot) => this.onSnapshot(rebalanceStatus(snapshot)));
+    actor.start();
+    const status = rebalanceStatus(actor.getSnapshot());
+    // A plan the last leader never published (it died while planning) is gone with it.
+    if (status === 'Planning') this.send({ type: 'PLAN_FAILED', reason: 'the leader changed while planning' });
+    else if (status === 'Migrating') this.deadline = Date.now() + Math.min(this.resumeGraceMs, this.planTimeoutMs);
+    else this.onSnapshot(status);
+  }
+
+  private send(event: RebalanceEvent): void {
+    if (!this.actor) return;
+    // Only events the machine takes are history (a stale SHARD_DONE changes nothing).
+    if (!this.actor.getSnapshot().can(event)) return;
+    this.journal.record(event);
+    this.actor.send(event);
+  }
+
+  private settleOrphans(): void {
+    const snapshot = this.actor?.getSnapshot();
+    if (!snapshot || rebalanceStatus(snapshot) !== 'Migrating') return;
+    const from = new Map(snapshot.context.moves.map((m) => [m.shard, m.from]));
+    for (const shard of snapshot.context.remaining) {
+      const source = from.get(shard);
+      if (source === null || source === undefined || !this.options.isLive(source)) this.send({ type: 'SHARD_DONE', shard, ok: true });
+    }
+  }
+
+  private onSnapshot(status: RebalanceStatus): void {
+    if (status === 'Committing' && !this.committing) {
+      this.committing = true;
+      void this.commit();
+    } else if (status === 'Idle' || status === 'Planning') {
+      try {
+        this.options.onReady();
+      } catch (error) {
+        reportError(this.options.onError, error, 'rebalance supervisor');
+      }
+    }
+  }
+
+  /** The plan is over: store its record, then let the next plan start. */
+  private async commit(): Promise<void> {
+    const actor = this.actor;
+    try {
+      await this.journal.flush();
+      if (this.actor !== actor || !actor) return;
+      const epoch = actor.getSnapshot().context.epoch ?? 0;
+      this.committing = false;
+      this.send({ type: 'COMMITTED', epoch });
+      await this.journal.checkpoint(() => ({ snapshot: actor.getPersistedSnapshot() }));
+    } catch (error) {
+      this.committing = false;
+      reportError(this.options.onError, error, 'rebalance commit');
+      if (this.actor === actor) this.send({ type: 'COMMIT_FAILED', reason: error instanceof Error ? error.message : String(error) });
+    }
+  }
+}
