@@ -2,7 +2,9 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import type { InspectionEvent } from 'xstate';
 import { createMemoryCluster, MigrationBufferFullError, type MemoryCluster, type NatstateNode, type RecordedEvent } from '../../lib/index.js';
-import { MigrationCoordinator } from '../../lib/cluster/migration.js';
+import { MigrationCoordinator, type MigrationRecord } from '../../lib/cluster/migration.js';
+import { Journal } from '../../lib/cluster/journal.js';
+import { decode, isRecord } from '../../lib/codec/codec.js';
 import { ActorHost } from '../../lib/actors/actor-host.js';
 import { LocalEventBus } from '../../lib/eventbus/local.js';
 import { MemoryEventStore } from '../../lib/eventstore/memory.js';
@@ -132,6 +134,34 @@ describe('live migration (embedded cluster)', function () {
   });
 });
 
+describe('migration requests on the wire', () => {
+  let cluster: MemoryCluster<Bank> | undefined;
+  afterEach(async () => cluster?.close());
+
+  it('answers a corrupt or malformed MigrationRequest with a typed DecodeError and installs nothing', async () => {
+    cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: FAST });
+    const [node] = cluster.nodes;
+    await node.send('account', 'acc-1', { type: 'DEPOSIT', amount: 7 });
+    const transport = new MemoryTransport(cluster.network.transportHub('bank'));
+    const ask = async (payload: Uint8Array) => decode(await transport.request(node.id, payload, 1000), isRecord, 'reply');
+    // Plain JSON on purpose: `encode` would refuse some of these shapes before they left.
+    const encodeRaw = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+    const garbage = await ask(new Uint8Array([0xff, 0x00, 0x7b, 0x22]));
+    expect(garbage).to.include({ kind: 'error', code: 'DECODE' });
+    // A migration without its state, and one whose version is not a count.
+    const base = { kind: 'migrate', type: 'account', id: 'acc-1', version: 1, sequence: 1, fingerprint: 'x', state: { value: 'open' }, recentCommands: [], from: 'ghost', epoch: 1 };
+    expect(await ask(encodeRaw({ ...base, state: undefined }))).to.include({ kind: 'error', code: 'DECODE' });
+    expect(await ask(encodeRaw({ ...base, version: -1 }))).to.include({ kind: 'error', code: 'DECODE' });
+    const polluting = JSON.stringify({ ...base, recentCommands: [['c', 'not-a-version']] }).replace('{', '{"__proto__":{"polluted":true},');
+    expect(await ask(new TextEncoder().encode(polluting))).to.include({ kind: 'error', code: 'DECODE' });
+    expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+    // The actor is untouched and the node keeps serving.
+    expect((await node.state('account', 'acc-1')).context.balance).to.equal(7);
+    expect((await node.send('account', 'acc-1', { type: 'DEPOSIT', amount: 1 })).version).to.equal(2);
+    await transport.close();
+  });
+});
+
 describe('MigrationCoordinator (destination side)', () => {
   const map = (owners: (string | null)[], epoch = 2): ShardMap => ({ epoch, shardCount: owners.length, owners, leader: 'a', time: 0, revision: epoch });
 
@@ -222,5 +252,35 @@ describe('MigrationCoordinator (destination side)', () => {
     expect(released).to.equal(2);
     expect(coordinator.gate('account', 'acc')).to.equal(undefined);
     await host.close();
+  });
+
+  it('is event-sourced: a source restarted under the same id closes the migrations its last run left unfinished', async () => {
+    const store = new MemoryEventStore();
+    const stream = { type: '$natstate.migrations', id: 'a' };
+    const journal = () => new Journal<MigrationRecord>({ store, stream, onError: (e) => expect.fail(e.message) });
+    const input = (actorId: string) => ({ actorType: 'account', actorId, from: 'a', to: 'b', planId: '4:a', epoch: 4 });
+    // What a crashed run wrote: one migration done, one cut off mid-transfer.
+    const crashed = journal();
+    await crashed.open();
+    crashed.record({ type: 'START', key: 'done', input: input('acc-1') });
+    for (const event of [{ type: 'PAUSE' }, { type: 'DRAINED' }, { type: 'CAPTURED', version: 3 }, { type: 'ACK' }, { type: 'DELETED' }] as const) crashed.record({ type: 'STEP', key: 'done', event });
+    crashed.record({ type: 'START', key: 'cut', input: input('acc-2') });
+    for (const event of [{ type: 'PAUSE' }, { type: 'DRAINED' }, { type: 'CAPTURED', version: 9 }] as const) crashed.record({ type: 'STEP', key: 'cut', event });
+    await crashed.flush();
+
+    const restarted = () => {
+      const host = new ActorHost({ namespace: 'bank', nodeId: 'a', actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
+      const shardMap = { current: map(['a']), refresh: async () => undefined };
+      return { host, coordinator: new MigrationCoordinator({ nodeId: 'a', host, transport: new MemoryTransport(), shardMap, isLive: () => true, maxPayload: 1 << 20, journal: journal() }) };
+    };
+    const first = restarted();
+    const closed = await first.coordinator.recover();
+    expect(closed.map((m) => ({ id: m.actor.id, status: m.status, epoch: m.epoch }))).to.deep.equal([{ id: 'acc-2', status: 'Failed', epoch: 4 }]);
+    expect(closed[0].error).to.match(/restarted/);
+    await first.host.close();
+    // Closed for good: the next restart has nothing left to clean up.
+    const second = restarted();
+    expect(await second.coordinator.recover()).to.deep.equal([]);
+    await second.host.close();
   });
 });
