@@ -33,6 +33,8 @@ export {
   MigrationBufferFullError,
 } from './errors.js';
 export type { ActorMigration } from './cluster/migration.js';
+export type { MembershipEvent } from './cluster/membership.js';
+export type { MemberRecord, MigrationCounts } from './codec/cluster-records.js';
 export type { MigrationStatus } from '../machines/migration.machine.js';
 export { NoRespondersError } from './cluster/transport/transport.js';
 export { RevisionConflictError } from './cluster/kv/kv.js';

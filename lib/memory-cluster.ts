@@ -1,4 +1,4 @@
-import { createNode, type ActorTypes, type NatstateNode, type NodeOptions } from './node.js';
+import { crashNode, createNode, type ActorTypes, type NatstateNode, type NodeOptions } from './node.js';
 import { MemoryNetwork } from './memory-network.js';
 
 export interface MemoryClusterOptions<A extends ActorTypes> extends Omit<NodeOptions<A>, 'nats' | 'network' | 'nodeId'> {
@@ -14,6 +14,12 @@ export interface MemoryCluster<A extends ActorTypes> {
   addNode(nodeId?: string): Promise<NatstateNode<A>>;
   /** Gracefully removes a node (its shards move to the others first). */
   removeNode(node: NatstateNode<A>): Promise<void>;
+  /**
+   * Stops a node as a crash would: nothing is handed off and its member record stays, so
+   * the others take its shards over once its heartbeat is older than `failureTimeoutMs`,
+   * and its actors recover from the store on their next command.
+   */
+  crashNode(node: NatstateNode<A>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -38,6 +44,11 @@ export async function createMemoryCluster<const A extends ActorTypes>(options: M
       const at = nodes.indexOf(node);
       if (at >= 0) nodes.splice(at, 1);
       await node.leave();
+    },
+    async crashNode(node) {
+      const at = nodes.indexOf(node);
+      if (at >= 0) nodes.splice(at, 1);
+      await crashNode(node);
     },
     async close() {
       await Promise.all(nodes.splice(0).map((n) => n.close()));

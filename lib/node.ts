@@ -23,7 +23,7 @@ import type { Transport } from './cluster/transport/transport.js';
 import { MemoryTransport } from './cluster/transport/memory.js';
 import { NatsTransport } from './cluster/transport/nats.js';
 import { ShardMapStore } from './cluster/shard-map.js';
-import { Membership } from './cluster/membership.js';
+import { Membership, type MembershipEvent } from './cluster/membership.js';
 import { LeaderLease } from './cluster/leader-lease.js';
 import { ShardCoordinator, type ShardPlan } from './cluster/coordinator.js';
 import { Router } from './cluster/router.js';
@@ -94,6 +94,8 @@ export interface ClusterOptions {
   readonly routeDeadlineMs?: number;
   /** Called on the leader after each shard map it published. */
   readonly onPlan?: (plan: ShardPlan) => void;
+  /** Called whenever this node sees a member join or leave (`reason`: `left` gracefully, or `failed`). */
+  readonly onMembership?: (event: MembershipEvent) => void;
   /**
    * Live migration of resident actors when their shard moves (default on). `false`:
    * the new owner recovers them from the store instead.
@@ -190,6 +192,9 @@ function isConnection(value: NodeConnectionOptions | NatsConnection): value is N
 }
 
 
+/** How long a node that left gracefully counts as handing its actors over. */
+const HAND_OVER_WINDOW_MS = 60_000;
+
 export async function createNode<const A extends ActorTypes>(options: NodeOptions<A>): Promise<NatstateNode<A>> {
   validateNamespace(options.namespace);
   for (const type of Object.keys(options.actors)) {
@@ -256,7 +261,14 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   // Created before the membership and lease they ask about; only called once everything is started.
   let membership: Membership | undefined;
   let lease: LeaderLease | undefined;
-  const isLive = (id: string) => membership?.isLive(id) ?? false;
+  // A node that left gracefully is gone from membership at once, but it is still handing
+  // its actors over: destinations hold their commands and the leader waits for its reports.
+  const leftAt = new Map<string, number>();
+  const isLive = (id: string) => {
+    if (membership?.isLive(id)) return true;
+    const at = leftAt.get(id);
+    return at !== undefined && Date.now() - at < HAND_OVER_WINDOW_MS;
+  };
   const migrationOptions = clusterOptions.migration === false ? undefined : (clusterOptions.migration ?? {});
   const migrations = migrationOptions
     ? new MigrationCoordinator({
@@ -307,6 +319,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   });
   const stopServing = await transport.serve(nodeId, router.handleRequest);
   const ownedShards = () => shardMap.current?.owners.reduce((n, owner) => (owner === nodeId ? n + 1 : n), 0) ?? 0;
+  const migrationCounts = () => (({ running, completed, failed }) => ({ running, completed, failed }))(migrations?.status() ?? { running: 0, completed: 0, failed: 0 });
   // When shards move: migrate resident actors to their new owners (or, with migration
   // off, drop them: their next owner recovers them from the store).
   let previousMap = shardMap.current;
@@ -322,8 +335,16 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     nodeId,
     heartbeatMs: clusterOptions.heartbeatMs,
     failureTimeoutMs: clusterOptions.failureTimeoutMs,
-    load: () => ({ actors: host.residentCount, shards: ownedShards() }),
+    load: () => ({ actors: host.residentCount, shards: ownedShards(), migrations: migrationCounts() }),
     onError: report('membership'),
+  });
+  if (clusterOptions.onMembership) membership.subscribe(clusterOptions.onMembership);
+  membership.subscribe((event) => {
+    if (event.type === 'join') leftAt.delete(event.member.nodeId);
+    else if (event.reason === 'left') {
+      leftAt.set(event.nodeId, Date.now());
+      for (const [id, at] of leftAt) if (Date.now() - at >= HAND_OVER_WINDOW_MS) leftAt.delete(id);
+    }
   });
   await membership.start();
   lease = new LeaderLease({ kv, subjects, nodeId, leaseMs: clusterOptions.leaseMs, onError: report('leader lease') });
@@ -340,6 +361,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     onPlan: clusterOptions.onPlan,
     onError: report('shard coordinator'),
     supervisor,
+    mayHandOver: isLive,
   });
   coordinator.start();
   // Ready once a shard map exists (a lone first node publishes it at once as the leader).
@@ -347,10 +369,12 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
 
   let closed = false;
   let left = false;
-  const leaveCluster = async () => {
+  /** `graceful: false` is a crash: the member record and the lease stay until they time out. */
+  const leaveCluster = async (graceful = true) => {
     if (left) return;
     left = true;
     coordinator.close();
+    if (!graceful) return;
     await membership.leave().catch(report('membership'));
     await lease.resign().catch(report('leader lease'));
   };
@@ -382,7 +406,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         shardCount: map?.shardCount ?? clusterOptions.shards ?? 256,
         ownedShards: ownedShards(),
         residentActors: host.residentCount,
-        migrations: (({ running, completed, failed }) => ({ running, completed, failed }))(migrations?.status() ?? { running: 0, completed: 0, failed: 0 }),
+        migrations: migrationCounts(),
         rebalance: lease!.isLeader ? supervisor?.view() : undefined,
       };
     },
@@ -413,7 +437,23 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
       await owned?.close();
     },
   };
+  crashes.set(node, async () => {
+    await leaveCluster(false);
+    await node.close();
+  });
   return node;
+}
+
+const crashes = new WeakMap<object, () => Promise<void>>();
+
+/**
+ * Internal, for the demo and specs: stops `node` as a crash would. No hand-off: its
+ * shards stay assigned to it, and its member record and lease stay in the bucket until
+ * the other nodes time them out and take over (its actors then recover from the store).
+ * Its own resources are released like `close()` does.
+ */
+export async function crashNode<A extends ActorTypes>(node: NatstateNode<A>): Promise<void> {
+  await crashes.get(node)?.();
 }
 
 function defaultOnError(error: unknown, context: string): void {

@@ -132,6 +132,11 @@ export class Subjects {
     return `${this.base}.ev.${streamKey(stream)}`;
   }
 
+  /** Subjects of the events of every actor of one type (`last_by_subj` finds whether the type has any). */
+  typeEvents(type: string): string {
+    return `${this.base}.ev.${encodeToken(type)}.>`;
+  }
+
   /** KV bucket of actor snapshots. */
   get snapshotBucket(): string {
     return `${this.prefix}_${this.ns}_snapshots`;

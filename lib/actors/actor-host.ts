@@ -341,7 +341,6 @@ export class ActorHost {
             commitId: this.idPrefix + 'c' + (this.nextCommit++).toString(36),
           });
           sequence = result.sequence;
-          ((globalThis as any).__trace ??= []).push(`${this.options.nodeId} ${actor.id} v${baseVersion + 1}-${baseVersion + events.length} at ${Date.now() % 100000} stale=${actor.stale}`);
         } catch (error) {
           if (error instanceof ConcurrencyError && attempt < CONFLICT_RETRIES) {
             // Another writer moved the stream: catch up, then decide these commands again.

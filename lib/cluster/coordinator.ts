@@ -63,6 +63,11 @@ export interface ShardCoordinatorOptions {
    * Paces plans: none starts while the supervisor waits for the last one's migrations;
    * a change meanwhile is planned right after. Without it, every change is planned at once.
    */
+  /**
+   * Whether a node that is no longer a member may still hand its shards over (it left
+   * gracefully): its moves then name it as `from` instead of null.
+   */
+  readonly mayHandOver?: (nodeId: string) => boolean;
   readonly supervisor?: Pick<RebalanceSupervisor, 'ready' | 'status' | 'change' | 'planned' | 'planFailed' | 'tick' | 'stop'>;
 }
 
@@ -176,7 +181,15 @@ export class ShardCoordinator {
     }
     const nodes = membership.liveNodeIds();
     if (nodes.length === 0) return;
-    const { owners, moves } = rebalanceShards(current?.owners ?? new Array<null>(shardCount).fill(null), nodes, this.caps);
+    const planned = rebalanceShards(current?.owners ?? new Array<null>(shardCount).fill(null), nodes, this.caps);
+    const { owners } = planned;
+    const { mayHandOver } = this.options;
+    const moves = mayHandOver
+      ? planned.moves.map((move) => {
+          const previous = current?.owners[move.shard];
+          return move.from === null && previous && mayHandOver(previous) ? { ...move, from: previous } : move;
+        })
+      : planned.moves;
     if (current && moves.length === 0) {
       // A change the supervisor kept for later turned out to need nothing.
       if (supervisor?.status === 'Planning') supervisor.planned(current.epoch, []);

@@ -11,7 +11,7 @@
  * A deleted key is a graceful leave and takes effect at once.
  */
 import { decode, encode } from '../codec/codec.js';
-import { isMemberRecord, type MemberRecord } from '../codec/cluster-records.js';
+import { isMemberRecord, type MemberRecord, type MigrationCounts } from '../codec/cluster-records.js';
 import { DecodeError } from '../errors.js';
 import type { Subjects } from '../subjects.js';
 import type { ClusterKV, KvChange } from './kv/kv.js';
@@ -29,9 +29,16 @@ export interface MembershipOptions {
   /** A peer whose record has not changed for this long is failed. Default 5,000 ms. */
   readonly failureTimeoutMs?: number;
   /** The load published with every heartbeat. Default: none. */
-  readonly load?: () => { actors: number; shards: number };
+  readonly load?: () => MemberLoad;
   /** Undecodable peer records and failed heartbeats (retried at the next beat). */
   readonly onError?: (error: Error) => void;
+}
+
+/** What a node publishes about itself with every heartbeat. */
+export interface MemberLoad {
+  readonly actors: number;
+  readonly shards: number;
+  readonly migrations?: MigrationCounts;
 }
 
 interface Peer {
@@ -65,19 +72,21 @@ export class Membership {
   }
 
   /**
-   * Writes this node's record, starts watching the others' and heartbeating. Rejects
-   * (and stops again) if the first write or the watch fails.
+   * Starts watching the others' records, writes this node's and heartbeats. Rejects
+   * (and stops again) if the watch or the first write fails.
    */
   async start(): Promise<void> {
     if (this.state !== 'idle') throw new Error(`membership of ${this.nodeId} was already started`);
     this.state = 'started';
     const { kv, subjects } = this.options;
     try {
+      // Watch first: once peers learn of this node (and the leader moves shards to it),
+      // this node already knows who is live, e.g. which previous owners will hand actors over.
+      this.stopWatch = await kv.watch(subjects.memberPrefix, (change) => this.observe(change));
       const now = Date.now();
       const own = { nodeId: this.nodeId, startedAt: now, heartbeatAt: now, ...this.load() };
       await kv.put(subjects.memberKey(this.nodeId), encode(own));
       this.own = own;
-      this.stopWatch = await kv.watch(subjects.memberPrefix, (change) => this.observe(change));
     } catch (error) {
       this.stop();
       throw error;
@@ -144,15 +153,18 @@ export class Membership {
   }
 
   /** Clamped to what peers accept: a bad count must not make this node's record undecodable. */
-  private load(): { actors: number; shards: number } {
+  private load(): MemberLoad {
     const load = this.options.load?.() ?? { actors: 0, shards: 0 };
     const count = (n: number) => (n > 0 ? Math.min(Math.floor(n), Number.MAX_SAFE_INTEGER) : 0);
-    return { actors: count(load.actors), shards: count(load.shards) };
+    const m = load.migrations;
+    return m
+      ? { actors: count(load.actors), shards: count(load.shards), migrations: { running: count(m.running), completed: count(m.completed), failed: count(m.failed) } }
+      : { actors: count(load.actors), shards: count(load.shards) };
   }
 
   private async beat(): Promise<void> {
     if (this.beating || this.state !== 'started' || !this.own) return;
-    let load = { actors: this.own.actors, shards: this.own.shards };
+    let load: MemberLoad = { actors: this.own.actors, shards: this.own.shards, ...(this.own.migrations && { migrations: this.own.migrations }) };
     try {
       load = this.load();
     } catch (error) {

@@ -183,8 +183,8 @@ export class MigrationCoordinator {
     let next = 0;
     const worker = async () => {
       // Not cut short by close(): the map already routes these actors away, so a node that
-      // leaves still hands every one over warm (one transfer attempt each once closing) and
-      // every destination hears each shard is done instead of holding its commands holdMs.
+      // leaves still hands every one over warm, and every destination hears each shard is
+      // done instead of holding its commands for holdMs.
       while (next < actors.length) {
         const a = actors[next++];
         const shard = shardOf(a.id, shardCount);
@@ -235,17 +235,14 @@ export class MigrationCoordinator {
         machine.send({ type: 'FAIL', reason: (error as Error).message });
         return 'Failed';
       }
-      // The first attempt is made even once closing (a leaving node hands its actors over); retries stop.
-      let first = true;
-      while (migrationStatus(machine.getSnapshot()) === 'Transferring' && (first || !this.closed)) {
-        first = false;
+      // Closing does not cut the attempts short: a leaving node hands its actors over (at most maxAttempts each).
+      while (migrationStatus(machine.getSnapshot()) === 'Transferring') {
         const reply = await this.transfer(to, payload);
         if (reply.kind === 'ack') machine.send({ type: 'ACK' });
         else if (reply.reason === 'timeout') machine.send({ type: 'TIMEOUT' });
         else machine.send({ type: 'NACK', reason: reply.reason, retryable: reply.retryable });
-        if (migrationStatus(machine.getSnapshot()) === 'Transferring' && !this.closed) await sleep(backoffMs(machine.getSnapshot().context.attempts - 1)); // attempts made so far
+        if (migrationStatus(machine.getSnapshot()) === 'Transferring') await sleep(backoffMs(machine.getSnapshot().context.attempts - 1)); // attempts made so far
       }
-      if (migrationStatus(machine.getSnapshot()) === 'Transferring') machine.send({ type: 'FAIL', reason: 'node closing' });
     } catch (error) {
       machine.send({ type: 'FAIL', reason: error instanceof Error ? error.message : String(error) });
     } finally {
@@ -404,7 +401,7 @@ export class MigrationCoordinator {
     return closed;
   }
 
-  /** Starts no new plan, lets the plans under way end, releases every held command. */
+  /** Starts no new plan, lets the plans under way end (each of their actors migrated or failed), releases every held command. */
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all([...this.inFlight]);

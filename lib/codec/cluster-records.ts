@@ -17,6 +17,14 @@ export interface MemberRecord {
   readonly actors: number;
   /** Shards the node owned when it wrote the record. */
   readonly shards: number;
+  /** Live migrations the node ran as a source (absent in records of older nodes). */
+  readonly migrations?: MigrationCounts;
+}
+
+export interface MigrationCounts {
+  readonly running: number;
+  readonly completed: number;
+  readonly failed: number;
 }
 
 /** The leader lease, at `Subjects.leaderKey`. */
@@ -47,6 +55,10 @@ function isNodeId(value: unknown): value is string {
   return typeof value === 'string' && value.length > 0;
 }
 
+export function isMigrationCounts(value: unknown): value is MigrationCounts {
+  return isRecord(value) && isNonNegativeInteger(value.running) && isNonNegativeInteger(value.completed) && isNonNegativeInteger(value.failed);
+}
+
 export function isMemberRecord(value: unknown): value is MemberRecord {
   return (
     isRecord(value) &&
@@ -54,7 +66,8 @@ export function isMemberRecord(value: unknown): value is MemberRecord {
     isTime(value.startedAt) &&
     isTime(value.heartbeatAt) &&
     isNonNegativeInteger(value.actors) &&
-    isNonNegativeInteger(value.shards)
+    isNonNegativeInteger(value.shards) &&
+    (value.migrations === undefined || isMigrationCounts(value.migrations))
   );
 }
 
