@@ -376,7 +376,7 @@ export class MigrationCoordinator {
    * Replays this node's migration journal (from a previous run under the same node id)
    * and closes every migration it left unfinished as Failed: that process and its copies
    * of the actors are gone, and their state is in the store, where their new owners
-   * recover it. Returns the migrations it closed.
+   * recover it. Returns the migrations it closed (they count as failed in `status()`).
    */
   async recover(): Promise<ActorMigration[]> {
     const { journal } = this.options;
@@ -393,7 +393,11 @@ export class MigrationCoordinator {
         const event: MigrationEvent = { type: 'FAIL', reason: 'the source restarted during the migration; the actor recovers from the store' };
         journal.record({ type: 'STEP', key, event });
         actor.send(event);
-        closed.push(toMigration(actor));
+        const migration = toMigration(actor);
+        closed.push(migration);
+        this.failed++;
+        this.recent.push(migration);
+        if (this.recent.length > 1000) this.recent.shift();
       }
       actor.stop();
     }

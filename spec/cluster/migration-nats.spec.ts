@@ -6,7 +6,9 @@
  *
  * 1. a 4th node joins under load;
  * 2. a node leaves gracefully under load;
- * 3. a node process joins and is SIGKILLed while migrations toward it may be in flight.
+ * 3. a node process joins and is SIGKILLed while migrations toward it may be in flight;
+ * 4. a source process is SIGKILLed while it migrates actors away, then restarted under
+ *    the same node id: it closes the migrations its journal shows unfinished.
  *
  * After each step: every balance equals the sum of the acknowledged deposits, every
  * stream is gapless with no command applied twice, and no migration is left running.
@@ -18,7 +20,10 @@ import { expect } from 'chai';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { connect } from '@nats-io/transport-node';
 import { DeliverPolicy, jetstreamManager } from '@nats-io/jetstream';
-import { createNode, type ActorMigration, type ClusterStatus, type NatstateNode } from '../../lib/index.js';
+import { createActor } from 'xstate';
+import { createNode, JetStreamEventStore, type ActorMigration, type ClusterStatus, type NatstateNode } from '../../lib/index.js';
+import type { MigrationRecord } from '../../lib/cluster/migration.js';
+import { isFinalMigration, migrationMachine, migrationStatus } from '../../machines/migration.machine.js';
 import { decode } from '../../lib/codec/codec.js';
 import { isCommitRecord, type CommitRecord } from '../../lib/codec/messages.js';
 import { Subjects } from '../../lib/subjects.js';
@@ -445,5 +450,57 @@ describe('live migration on a real nats-server', function () {
     expect(nodes.map((n) => n.cluster().members)).to.deep.equal(nodes.map(() => nodes.map((n) => n.id).sort()));
     migrationsFinal();
     await ledgerIntact();
+  });
+
+  it('survives a source SIGKILLed mid-migration; restarted under its id, it closes what its journal left unfinished', async () => {
+    // n6 kills itself just after one of its migrations reached Transferring.
+    const source = await NodeProcess.start({ natsUrl: server.url, namespace, nodeId: 'n6', cluster: { ...CLUSTER, migration: MIGRATION }, crashAt: 'Transferring' });
+    processes.push(source);
+    await settled();
+    // Deposits to every account make n6's share of them resident there.
+    for (const node of nodes) load.add(node);
+    await loadFor(2 * ACCOUNTS);
+    expect((await source.cluster()).residentActors, 'actors resident on the source').to.be.greaterThan(0);
+
+    // A graceful leave makes n6 migrate all its actors away; it dies during the first transfer.
+    await source.kill('SIGTERM');
+    await settled();
+    await loadFor(2 * ACCOUNTS);
+    await load.stop();
+    report('source killed');
+    migrationsFinal();
+    await ledgerIntact();
+
+    // The crashed run's journal shows migrations that never ended...
+    const nc = await connect({ servers: server.url });
+    const store = await JetStreamEventStore.create(nc, { namespace });
+    const unfinished = async () => {
+      const open = new Map<string, ReturnType<typeof createActor<typeof migrationMachine>>>();
+      for await (const e of store.read({ type: '$natstate.migrations', id: 'n6' })) {
+        const record = e.event as unknown as MigrationRecord;
+        if (record.type === 'START') open.set(record.key, createActor(migrationMachine, { input: record.input }).start());
+        else open.get(record.key)?.send(record.event);
+      }
+      const keys = [...open].filter(([, actor]) => !isFinalMigration(migrationStatus(actor.getSnapshot()))).map(([key]) => key);
+      return { started: open.size, unfinished: keys };
+    };
+    try {
+      const before = await unfinished();
+      if (VERBOSE) console.log(`    [source killed] journal of n6: ${before.started} started, ${before.unfinished.length} unfinished`);
+      expect(before.unfinished.length, 'migrations n6 left unfinished when it was killed').to.be.greaterThan(0);
+      // ...and the restarted node closes every one of them as Failed (their actors recover from the store).
+      const restarted = await NodeProcess.start({ natsUrl: server.url, namespace, nodeId: 'n6', cluster: { ...CLUSTER, migration: MIGRATION } });
+      processes.push(restarted);
+      expect((await unfinished()).unfinished, 'migrations left unfinished after the restart').to.deep.equal([]);
+      expect((await restarted.cluster()).migrations.failed).to.equal(before.unfinished.length);
+      await settled();
+      for (const node of nodes) load.add(node);
+      await loadFor(ACCOUNTS);
+      await load.stop();
+      await ledgerIntact();
+    } finally {
+      await store.close();
+      await nc.close();
+    }
   });
 });

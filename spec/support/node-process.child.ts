@@ -11,6 +11,8 @@ const env = (name: string, fallback?: string): string => {
   return value;
 };
 
+const crashAt = process.env.NATSTATE_CRASH_AT || undefined;
+
 const node = await createNode({
   actors,
   namespace: env('NATSTATE_NAMESPACE'),
@@ -18,6 +20,13 @@ const node = await createNode({
   nats: { servers: env('NATS_URL'), maxReconnectAttempts: -1, reconnectTimeWait: 100 },
   cluster: JSON.parse(env('NATSTATE_CLUSTER', '{}')),
   onError: () => {},
+  inspect: crashAt
+    ? (event) => {
+        const snapshot = (event as { snapshot?: { value?: unknown } }).snapshot;
+        // A moment later, so that this migration and the ones beside it are journaled mid-way.
+        if (event.type === '@xstate.snapshot' && snapshot?.value === crashAt) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 30);
+      }
+    : undefined,
 });
 
 type Request = { id: number; op: 'send' | 'ask' | 'state' | 'cluster' | 'leave'; args: unknown[] };

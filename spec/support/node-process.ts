@@ -40,7 +40,11 @@ export class NodeProcess {
     });
   }
 
-  static async start(options: { natsUrl: string; namespace: string; nodeId: string; cluster?: object }): Promise<NodeProcess> {
+  /**
+   * `crashAt`: the process SIGKILLs itself 30 ms after one of its migrations reaches this
+   * status (e.g. 'Transferring'): a crash in the middle of migrating.
+   */
+  static async start(options: { natsUrl: string; namespace: string; nodeId: string; cluster?: object; crashAt?: string }): Promise<NodeProcess> {
     const child = fork(CHILD, [], {
       execArgv: ['--import', 'tsx'],
       env: {
@@ -49,6 +53,7 @@ export class NodeProcess {
         NATSTATE_NAMESPACE: options.namespace,
         NATSTATE_NODE_ID: options.nodeId,
         NATSTATE_CLUSTER: JSON.stringify(options.cluster ?? {}),
+        NATSTATE_CRASH_AT: options.crashAt ?? '',
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -88,7 +93,7 @@ export class NodeProcess {
   }
 
   cluster() {
-    return this.call<{ nodeId: string; leader?: string; isLeader: boolean; members: string[]; epoch: number; ownedShards: number; shardCount: number; residentActors: number }>('cluster');
+    return this.call<{ nodeId: string; leader?: string; isLeader: boolean; members: string[]; epoch: number; ownedShards: number; shardCount: number; residentActors: number; migrations: { running: number; completed: number; failed: number } }>('cluster');
   }
 
   leave() {
