@@ -221,7 +221,14 @@ export class MigrationCoordinator {
       machine.send({ type: 'PAUSE' });
       await host.whenIdle(type, id);
       machine.send({ type: 'DRAINED' });
-      const capture = host.capture(type, id);
+      let capture = host.capture(type, id);
+      if (!capture && host.isResident(type, id)) {
+        // Another node wrote to it since it was loaded (the store is ahead): replay the
+        // events it missed, then capture.
+        await host.dispatch(type, id, undefined, undefined);
+        await host.whenIdle(type, id);
+        capture = host.capture(type, id);
+      }
       if (!capture) {
         machine.send({ type: 'FAIL', reason: 'the actor is no longer resident here; its new owner recovers it from the store' });
         return 'Failed';

@@ -4,7 +4,8 @@ import type { InspectionEvent } from 'xstate';
 import { createMemoryCluster, MigrationBufferFullError, type MemoryCluster, type NatstateNode, type RecordedEvent } from '../../lib/index.js';
 import { MigrationCoordinator, type MigrationRecord } from '../../lib/cluster/migration.js';
 import { Journal } from '../../lib/cluster/journal.js';
-import { decode, isRecord } from '../../lib/codec/codec.js';
+import { decode, encode, isRecord } from '../../lib/codec/codec.js';
+import { isNodeRequest, type MigrationRequest } from '../../lib/codec/routing.js';
 import { ActorHost } from '../../lib/actors/actor-host.js';
 import { LocalEventBus } from '../../lib/eventbus/local.js';
 import { MemoryEventStore } from '../../lib/eventstore/memory.js';
@@ -144,17 +145,19 @@ describe('migration requests on the wire', () => {
     await node.send('account', 'acc-1', { type: 'DEPOSIT', amount: 7 });
     const transport = new MemoryTransport(cluster.network.transportHub('bank'));
     const ask = async (payload: Uint8Array) => decode(await transport.request(node.id, payload, 1000), isRecord, 'reply');
-    // Plain JSON on purpose: `encode` would refuse some of these shapes before they left.
-    const encodeRaw = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+    // By hand, in the codec's envelope, so that only the shape is wrong.
+    const encodeRaw = (value: unknown) => new TextEncoder().encode(`{"json":${JSON.stringify(value)}}`);
     const garbage = await ask(new Uint8Array([0xff, 0x00, 0x7b, 0x22]));
     expect(garbage).to.include({ kind: 'error', code: 'DECODE' });
     // A migration without its state, and one whose version is not a count.
     const base = { kind: 'migrate', type: 'account', id: 'acc-1', version: 1, sequence: 1, fingerprint: 'x', state: { value: 'open' }, recentCommands: [], from: 'ghost', epoch: 1 };
     expect(await ask(encodeRaw({ ...base, state: undefined }))).to.include({ kind: 'error', code: 'DECODE' });
     expect(await ask(encodeRaw({ ...base, version: -1 }))).to.include({ kind: 'error', code: 'DECODE' });
-    const polluting = JSON.stringify({ ...base, recentCommands: [['c', 'not-a-version']] }).replace('{', '{"__proto__":{"polluted":true},');
+    const polluting = `{"json":${JSON.stringify({ ...base, recentCommands: [['c', 'not-a-version']] }).replace('{', '{"__proto__":{"polluted":true},')}}`;
     expect(await ask(new TextEncoder().encode(polluting))).to.include({ kind: 'error', code: 'DECODE' });
     expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+    // Well formed, it reaches the destination's checks (and is refused there: no such machine version).
+    expect(await ask(encodeRaw(base))).to.include({ kind: 'nack', retryable: false });
     // The actor is untouched and the node keeps serving.
     expect((await node.state('account', 'acc-1')).context.balance).to.equal(7);
     expect((await node.send('account', 'acc-1', { type: 'DEPOSIT', amount: 1 })).version).to.equal(2);
@@ -282,5 +285,32 @@ describe('MigrationCoordinator (destination side)', () => {
     const second = restarted();
     expect(await second.coordinator.recover()).to.deep.equal([]);
     await second.host.close();
+  });
+
+  it('source side: replays what another writer stored since the actor was loaded before it captures it', async () => {
+    const store = new MemoryEventStore();
+    const host = new ActorHost({ namespace: 'bank', nodeId: 'a', actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
+    for (const amount of [1, 2, 3]) await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount }, `c${amount}`);
+    await host.whenIdle('account', 'acc');
+    // Another node appended version 4 and said so on the bus.
+    const foreign = await store.append({ type: 'account', id: 'acc' }, [{ type: 'DEPOSIT', amount: 100 }], { expectedVersion: 3 });
+    host.noteForeignCommit({ namespace: 'bank', type: 'account', id: 'acc', version: 4, sequence: foreign.sequence, events: [], origin: 'x' } as never);
+
+    const transport = new MemoryTransport();
+    const received: MigrationRequest[] = [];
+    await transport.serve('b', async (payload) => {
+      received.push(decode(payload, isNodeRequest, 'request') as MigrationRequest);
+      return encode({ kind: 'ack', installed: true });
+    });
+    const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
+    const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20 });
+    await coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
+    const migrate = received.find((r) => r.kind === 'migrate');
+    expect(migrate).to.include({ version: 4, type: 'account', id: 'acc' });
+    expect((migrate!.state as { context: { balance: number } }).context.balance).to.equal(106);
+    expect(coordinator.status()).to.include({ completed: 1, failed: 0 });
+    expect(host.isResident('account', 'acc')).to.equal(false);
+    await host.close();
+    await transport.close();
   });
 });
