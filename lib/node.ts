@@ -341,7 +341,9 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   if (clusterOptions.onMembership) membership.subscribe(clusterOptions.onMembership);
   membership.subscribe((event) => {
     if (event.type === 'join') leftAt.delete(event.member.nodeId);
-    else if (event.reason === 'left') {
+    // A crashed source hands nothing over: stop holding its shards' commands at once.
+    else if (event.reason === 'failed') migrations?.sourceFailed(event.nodeId);
+    else if (event.reason === 'left' && event.nodeId !== nodeId) {
       leftAt.set(event.nodeId, Date.now());
       for (const [id, at] of leftAt) if (Date.now() - at >= HAND_OVER_WINDOW_MS) leftAt.delete(id);
     }

@@ -64,7 +64,7 @@ export interface MigrationOptions {
   readonly shardMap: { readonly current: ShardMap | undefined; refresh(): Promise<unknown> };
   /** Whether a node is a live member (a dead source sends nothing, so nothing is held for it). */
   readonly isLive: (nodeId: string) => boolean;
-  /** The lease holder, to whom a source reports each shard done (default: the map's publisher). */
+  /** The lease holder: a source reports each shard done to the map's publisher, or to it if the publisher is gone. */
   readonly leader?: () => string | undefined;
   readonly maxPayload: number;
   /** Migrations running at once on a source. Default 64. */
@@ -162,8 +162,11 @@ export class MigrationCoordinator {
     const { host, nodeId } = this.options;
     const map = this.options.shardMap.current;
     const shardCount = map?.shardCount ?? 1;
-    // The leader that published the plan counts the shards done (see RebalanceSupervisor).
-    const leader = this.options.leader?.() ?? map?.leader;
+    // The leader that published this map runs the plan and counts its shards done (see
+    // RebalanceSupervisor); if it is gone, the lease holder picked the plan up.
+    // (A node that is leaving no longer watches membership: it trusts the publisher.)
+    const publisher = map?.leader;
+    const leader = publisher && (this.options.isLive(publisher) || !this.options.isLive(nodeId)) ? publisher : (this.options.leader?.() ?? publisher);
     const destination = new Map(plan.moves.map((m) => [m.shard, m.to]));
     const actors = host.residentsWhere((_type, id) => destination.has(shardOf(id, shardCount)));
     const pendingPerShard = new Map<number, number>();
@@ -323,6 +326,11 @@ export class MigrationCoordinator {
 
   private storeVersion(request: MigrationRequest): Promise<number> {
     return this.options.host.storeVersion(request.type, request.id);
+  }
+
+  /** Destination side: a source failed; the shards it was to hand over come from the store instead. */
+  sourceFailed(nodeId: string): void {
+    for (const [shard, entry] of [...this.incoming]) if (entry.from === nodeId) this.releaseShard(shard);
   }
 
   /** Destination side: the source finished a shard; its remaining commands may run. */

@@ -114,6 +114,34 @@ describe('live migration (embedded cluster)', function () {
     read.restore();
   });
 
+  it('paces nothing on a leader that left: its successor gets the reports and plans the next join at once', async () => {
+    cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 3, cluster: FAST });
+    await settled(cluster);
+    for (let i = 0; i < 60; i++) await cluster.nodes[0].send('account', `acc-${i}`, { type: 'DEPOSIT', amount: 1 });
+    const leader = cluster.nodes.find((n) => n.cluster().isLeader)!;
+    await cluster.removeNode(leader);
+    await settled(cluster);
+    // With the reports of the leaving leader lost, this plan would wait planTimeoutMs (30 s).
+    const joined = await cluster.addNode();
+    await eventually(() => joined.cluster().ownedShards, (n) => n > 0, 5_000);
+    await settled(cluster);
+    for (let i = 0; i < 60; i++) expect((await joined.state('account', `acc-${i}`)).context.balance).to.equal(1);
+  });
+
+  it('stops holding the commands of a crashed source’s shards as soon as it is known failed', async () => {
+    cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 3, cluster: { ...FAST, migration: { holdMs: 20_000 } } });
+    await settled(cluster);
+    for (let i = 0; i < 60; i++) await cluster.nodes[0].send('account', `acc-${i}`, { type: 'DEPOSIT', amount: 1 });
+    const victim = cluster.nodes.find((n) => !n.cluster().isLeader)!;
+    await cluster.crashNode(victim);
+    await settled(cluster);
+    // Every account answers long before holdMs: nothing waits for a hand-over that cannot come.
+    const started = Date.now();
+    for (let i = 0; i < 60; i++) expect((await cluster.nodes[0].send('account', `acc-${i}`, { type: 'DEPOSIT', amount: 1 })).accepted).to.equal(true);
+    expect(Date.now() - started).to.be.lessThan(10_000);
+    for (let i = 0; i < 60; i++) expect((await cluster.nodes[1].state('account', `acc-${i}`)).context.balance).to.equal(2);
+  });
+
   it('shows each migration Pending → Paused → Capturing → Transferring → Acked → Deleted to an inspect observer', async () => {
     const events: InspectionEvent[] = [];
     cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 2, cluster: FAST, inspect: (e) => events.push(e) });
