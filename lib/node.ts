@@ -340,7 +340,10 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   });
   if (clusterOptions.onMembership) membership.subscribe(clusterOptions.onMembership);
   membership.subscribe((event) => {
-    if (event.type === 'join') leftAt.delete(event.member.nodeId);
+    if (event.type === 'join') {
+      leftAt.delete(event.member.nodeId);
+      if (lease?.isLeader) supervisor?.memberJoined(event.member.nodeId);
+    }
     // A crashed source hands nothing over: stop holding its shards' commands at once.
     else if (event.reason === 'failed') migrations?.sourceFailed(event.nodeId);
     else if (event.reason === 'left' && event.nodeId !== nodeId) {

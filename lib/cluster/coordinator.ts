@@ -161,14 +161,17 @@ export class ShardCoordinator {
     if (!lease.isLeader) return;
     const changed = this.changed;
     this.changed = false;
+    // While the supervisor waits for a round's migrations, only shards without a live
+    // owner are planned (they cannot wait); the rest is planned once the round is over.
+    let paced = false;
     if (supervisor) {
       await supervisor.ready();
       if (!lease.isLeader || this.closed) return;
       const status = supervisor.status;
       if (status === 'Migrating' || status === 'Committing') {
-        // Planned as soon as the running plan is over (the supervisor calls back).
+        // The supervisor calls back when the round is over.
         if (changed) supervisor.change();
-        return;
+        paced = true;
       }
     }
     const current = shardMap.current;
@@ -182,14 +185,22 @@ export class ShardCoordinator {
     const nodes = membership.liveNodeIds();
     if (nodes.length === 0) return;
     const planned = rebalanceShards(current?.owners ?? new Array<null>(shardCount).fill(null), nodes, this.caps);
-    const { owners } = planned;
+    let { owners } = planned;
     const { mayHandOver } = this.options;
-    const moves = mayHandOver
+    let moves = mayHandOver
       ? planned.moves.map((move) => {
           const previous = current?.owners[move.shard];
           return move.from === null && previous && mayHandOver(previous) ? { ...move, from: previous } : move;
         })
       : planned.moves;
+    if (paced) {
+      moves = moves.filter((move) => move.from === null);
+      if (!current || moves.length === 0) return;
+      const next = [...current.owners];
+      for (const move of moves) next[move.shard] = move.to;
+      if (next.some((owner) => owner === null)) return;
+      owners = next as string[];
+    }
     if (current && moves.length === 0) {
       // A change the supervisor kept for later turned out to need nothing.
       if (supervisor?.status === 'Planning') supervisor.planned(current.epoch, []);
@@ -199,7 +210,7 @@ export class ShardCoordinator {
     try {
       await shardMap.publish({ epoch, shardCount, owners, leader: nodeId }, current?.revision);
     } catch (error) {
-      if (supervisor?.status === 'Planning' || supervisor?.status === 'Idle') supervisor.planFailed(error instanceof Error ? error.message : String(error));
+      if (!paced && (supervisor?.status === 'Planning' || supervisor?.status === 'Idle')) supervisor.planFailed(error instanceof Error ? error.message : String(error));
       if (!(error instanceof RevisionConflictError)) throw error;
       // Someone published first, or this view was stale: plan again on top of the stored map.
       const seen = await shardMap.refresh();
@@ -207,7 +218,8 @@ export class ShardCoordinator {
       else throw error;
       return;
     }
-    supervisor?.planned(epoch, moves);
+    // Orphans given owners during a round are not a round of their own: nothing to migrate.
+    if (!paced) supervisor?.planned(epoch, moves);
     try {
       onPlan?.({ epoch, moves, owners });
     } catch (error) {

@@ -144,6 +144,17 @@ export class RebalanceSupervisor {
     this.send({ type: 'SHARD_DONE', shard: report.shard, ok: report.ok });
   }
 
+  /**
+   * `nodeId` (re)joined: it holds no actor of a plan made before, so shards the plan
+   * still expects from it are settled (a source restarted under its id).
+   */
+  memberJoined(nodeId: string): void {
+    const snapshot = this.actor?.getSnapshot();
+    if (!snapshot || rebalanceStatus(snapshot) !== 'Migrating') return;
+    const from = new Map(snapshot.context.moves.map((m) => [m.shard, m.from]));
+    for (const shard of snapshot.context.remaining) if (from.get(shard) === nodeId) this.send({ type: 'SHARD_DONE', shard, ok: false });
+  }
+
   /** Periodic: settles shards whose source is gone, and ends a plan past its deadline. */
   tick(): void {
     if (this.status !== 'Migrating') return;

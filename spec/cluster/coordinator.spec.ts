@@ -341,3 +341,43 @@ describe('ShardCoordinator', () => {
     });
   }
 });
+
+describe('ShardCoordinator paced by a rebalance supervisor', () => {
+  const setup = (status: 'Idle' | 'Migrating') => {
+    const published: ShardMapDraft[] = [];
+    const current: ShardMap = { epoch: 4, shardCount: 6, owners: ['a', 'a', 'b', 'b', 'c', 'c'], leader: 'a', time: 0, revision: 4 };
+    const shardMap = { current, refresh: async () => current, publish: async (draft: ShardMapDraft) => void published.push(draft) };
+    // c is dead; d joined and would get shards in a full plan.
+    const membership = { liveNodeIds: () => ['a', 'b', 'd'], subscribe: () => () => {} };
+    const lease = { isLeader: true, subscribe: () => () => {} };
+    const supervisor = { ready: async () => {}, status, change: sinon.spy(), planned: sinon.spy(), planFailed: sinon.spy(), tick: sinon.spy(), stop: sinon.spy() };
+    const coordinator = new ShardCoordinator({ membership, lease, shardMap: shardMap as never, nodeId: 'a', shardCount: 6, supervisor: supervisor as never, planIntervalMs: 60_000 });
+    return { published, supervisor, coordinator };
+  };
+  const until = async (ok: () => boolean) => {
+    for (const deadline = Date.now() + 2000; !ok(); await new Promise((r) => setTimeout(r, 5))) if (Date.now() > deadline) throw new Error('condition not met');
+  };
+
+  it('while a round migrates, gives a dead owner’s shards new owners at once and moves nothing else', async () => {
+    const { published, supervisor, coordinator } = setup('Migrating');
+    coordinator.start();
+    await until(() => published.length === 1);
+    coordinator.close();
+    const { owners, epoch } = published[0];
+    expect(epoch).to.equal(5);
+    expect(owners.slice(0, 4)).to.deep.equal(['a', 'a', 'b', 'b']);
+    expect(owners.slice(4).every((o) => o === 'a' || o === 'b' || o === 'd')).to.equal(true);
+    // Not a round of its own; the change (d joined) is kept for after the running round.
+    expect(supervisor.planned.called).to.equal(false);
+    expect(supervisor.change.called).to.equal(true);
+  });
+
+  it('when idle, plans the full rebalance as a round of the supervisor', async () => {
+    const { published, supervisor, coordinator } = setup('Idle');
+    coordinator.start();
+    await until(() => published.length === 1);
+    coordinator.close();
+    expectBalanced(published[0].owners, ['a', 'b', 'd']);
+    expect(supervisor.planned.calledOnceWith(5)).to.equal(true);
+  });
+});

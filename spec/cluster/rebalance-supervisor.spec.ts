@@ -155,4 +155,16 @@ describe('RebalanceSupervisor', () => {
     expect(next.sup.status).to.equal('Idle');
     expect(next.ready.called).to.equal(true);
   });
+
+  it('settles the shards expected from a source that restarted (rejoined): it has nothing of that plan left', async () => {
+    const store = new MemoryEventStore();
+    const { sup } = supervisor(store);
+    await sup.ready();
+    sup.planned(6, moves);
+    sup.memberJoined('c');
+    expect(sup.view()?.remaining).to.equal(2);
+    sup.memberJoined('a');
+    await until(() => sup.status === 'Idle');
+    expect(sup.view()?.lastEpoch).to.equal(6);
+  });
 });
