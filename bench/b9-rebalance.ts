@@ -14,6 +14,8 @@ type Bank = typeof actors;
 const ACTORS = 10_000;
 const EVENTS = 10;
 const IN_FLIGHT = 256;
+/** Streams read at once when verifying (hundreds of concurrent JetStream consumers can time out on 2 cores). */
+const VERIFY_BATCH = 100;
 const CLUSTER = { shards: 128, heartbeatMs: 100, failureTimeoutMs: 2000, leaseMs: 2000, planIntervalMs: 100 };
 
 interface Rig {
@@ -58,7 +60,9 @@ async function settle(nodes: NatstateNode<Bank>[], timeoutMs: number, minEpoch: 
     if (
       views.every((v) => v.epoch >= minEpoch && v.epoch === views[0].epoch && v.migrations.running === 0 && JSON.stringify(v.members) === JSON.stringify(ids)) &&
       views.reduce((n, v) => n + v.ownedShards, 0) === CLUSTER.shards &&
-      views.every((v) => v.ownedShards > 0)
+      views.every((v) => v.ownedShards > 0) &&
+      // The plan is done: the leader's supervisor committed it.
+      views.some((v) => v.rebalance?.status === 'Idle' && (v.rebalance.lastEpoch ?? 0) >= minEpoch)
     ) {
       return true;
     }
@@ -84,9 +88,9 @@ async function run(rig: Rig, targetSeconds: number) {
   let seq = 0;
   const worker = async (w: number) => {
     for (let n = 1; !stop; n++) {
-      // Embedded sends settle in microtasks: yield now and then so timers (heartbeats,
-      // planning, this benchmark's own clock) get to run.
-      if (n % 16 === 0) await new Promise((r) => setImmediate(r));
+      // Embedded sends settle in microtasks: yield so that timers (heartbeats,
+      // planning, migrations, this benchmark's own clock) get their turn after every command.
+      await new Promise((r) => setImmediate(r));
       const i = (seq++ * 7919) % ACTORS;
       const node = rig.nodes[w % rig.nodes.length];
       try {
@@ -120,9 +124,9 @@ async function run(rig: Rig, targetSeconds: number) {
   let lost = 0;
   let duplicated = 0;
   const check = rig.nodes[0];
-  for (let i = 0; i < ACTORS; i += 500) {
+  for (let i = 0; i < ACTORS; i += VERIFY_BATCH) {
     await Promise.all(
-      ids.slice(i, i + 500).map(async (id, j) => {
+      ids.slice(i, i + VERIFY_BATCH).map(async (id, j) => {
         const s = await check.state('account', id);
         if (s.context.balance < acknowledged[i + j]) lost += acknowledged[i + j] - s.context.balance;
         const seen = new Set<string>();

@@ -96,6 +96,7 @@ interface Incoming {
 
 const keyOf = (type: string, id: string) => `${type}\u0000${id}`;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class MigrationCoordinator {
   private readonly concurrency: number;
@@ -169,6 +170,8 @@ export class MigrationCoordinator {
     const leader = publisher && (this.options.isLive(publisher) || !this.options.isLive(nodeId)) ? publisher : (this.options.leader?.() ?? publisher);
     const destination = new Map(plan.moves.map((m) => [m.shard, m.to]));
     const actors = host.residentsWhere((_type, id) => destination.has(shardOf(id, shardCount)));
+    // Counted as running from now on, queued or in flight, until each one ends.
+    this.running += actors.length;
     const pendingPerShard = new Map<number, number>();
     const failedShards = new Set<number>();
     for (const a of actors) {
@@ -189,6 +192,10 @@ export class MigrationCoordinator {
       // leaves still hands every one over warm, and every destination hears each shard is
       // done instead of holding its commands for holdMs.
       while (next < actors.length) {
+        // Embedded transports answer within microtasks: without a turn of the event loop
+        // between actors, a big hand-over would keep every other command waiting.
+        await yieldToEventLoop();
+        if (next >= actors.length) break;
         const a = actors[next++];
         const shard = shardOf(a.id, shardCount);
         const status = await this.migrate(a.type, a.id, destination.get(shard)!, plan.epoch);
@@ -218,7 +225,6 @@ export class MigrationCoordinator {
       },
       getSnapshot: () => actor.getSnapshot(),
     };
-    this.running++;
     try {
       // The new map already routes this actor's commands to `to`; let the one in flight finish.
       machine.send({ type: 'PAUSE' });
