@@ -8,6 +8,7 @@ import { LeaderLease } from '../../lib/cluster/leader-lease.js';
 import { Membership, type MembershipEvent } from '../../lib/cluster/membership.js';
 import { ShardMapStore, type ShardMap, type ShardMapDraft } from '../../lib/cluster/shard-map.js';
 import { Subjects } from '../../lib/subjects.js';
+import { mulberry32 } from '../support/random.js';
 
 const SHARDS = 60;
 const HEARTBEAT_MS = 100;
@@ -16,16 +17,6 @@ const LEASE_MS = 300;
 const RENEW_MS = 100;
 const PLAN_INTERVAL_MS = 100;
 const subjects = new Subjects('coordinator-spec');
-
-/** Seeded PRNG (mulberry32), so every random scenario replays identically. */
-function mulberry32(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Every live node holds floor(S/N) or ceil(S/N) shards, and nobody else holds any. */
 function expectBalanced(owners: readonly (string | null)[], nodes: readonly string[]): void {

@@ -6,20 +6,11 @@ import type { ClusterKV, KvChange, KvEntry } from '../../lib/cluster/kv/kv.js';
 import { MemoryKV, MemoryKVBucket } from '../../lib/cluster/kv/memory.js';
 import { LeaderLease, type LeaseState } from '../../lib/cluster/leader-lease.js';
 import { Subjects } from '../../lib/subjects.js';
+import { mulberry32 } from '../support/random.js';
 
 const LEASE_MS = 300;
 const RENEW_MS = 100;
 const subjects = new Subjects('lease-spec');
-
-/** Seeded PRNG (mulberry32), so every random scenario replays identically. */
-function mulberry32(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * A `ClusterKV` over a network, on the fake clock: requests, replies and watch

@@ -9,20 +9,11 @@ import {
   type Rebalance,
   type RebalanceOptions,
 } from '../../lib/cluster/placement.js';
+import { mulberry32 } from '../support/random.js';
 
 const SHARD_COUNTS = [64, 100, 256, 1000, 4096];
 const NODE_COUNTS = [1, 2, 3, 5, 7, 16, 33, 64];
 const COMBOS = SHARD_COUNTS.flatMap((s) => NODE_COUNTS.filter((n) => n <= s).map((n) => [s, n] as const));
-
-/** Seeded PRNG (mulberry32), so every random scenario replays identically. */
-function mulberry32(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffled<T>(items: readonly T[], random: () => number): T[] {
   const out = [...items];

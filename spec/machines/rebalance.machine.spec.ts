@@ -19,6 +19,7 @@ import {
   type RebalanceSnapshot,
   type RebalanceStatus,
 } from '../../machines/rebalance.machine.js';
+import { mulberry32 } from '../support/random.js';
 
 type Path = StatePath<RebalanceSnapshot, RebalanceEvent>;
 
@@ -94,16 +95,6 @@ function expectUnchanged(prev: RebalanceSnapshot, next: RebalanceSnapshot, why: 
 const plain = (context: RebalanceContext): unknown => JSON.parse(JSON.stringify(context));
 
 const isAscendingSet = (xs: readonly number[]): boolean => xs.every((x, i) => i === 0 || xs[i - 1] < x);
-
-/** Seeded PRNG (mulberry32), so the random logs replay identically. */
-function mulberry32(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('rebalance machine (model-based)', () => {
   before(() => {
