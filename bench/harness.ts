@@ -48,6 +48,8 @@ export async function sideBySide(
   const best = { baseline: 0, natstate: 0 };
   for (let i = 0; i < rounds; i++) {
     for (const side of ['baseline', 'natstate'] as const) {
+      // Each round starts from a collected heap, so neither side pays for the other's garbage.
+      collectGarbage();
       const start = process.hrtime.bigint();
       await contenders[side]();
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
@@ -55,6 +57,11 @@ export async function sideBySide(
     }
   }
   return best;
+}
+
+/** Collects garbage when the benchmark runs with --expose-gc (npm run bench does); otherwise nothing. */
+function collectGarbage(): void {
+  (globalThis as { gc?: () => void }).gc?.();
 }
 
 export function gc(): void {
