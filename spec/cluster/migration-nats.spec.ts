@@ -453,8 +453,8 @@ describe('live migration on a real nats-server', function () {
   });
 
   it('survives a source SIGKILLed mid-migration; restarted under its id, it closes what its journal left unfinished', async () => {
-    // n6 kills itself just after one of its migrations reached Transferring.
-    const source = await NodeProcess.start({ natsUrl: server.url, namespace, nodeId: 'n6', cluster: { ...CLUSTER, migration: MIGRATION }, crashAt: 'Transferring' });
+    // Armed below: n6 kills itself just after one of its migrations reached Transferring.
+    const source = await NodeProcess.start({ natsUrl: server.url, namespace, nodeId: 'n6', cluster: { ...CLUSTER, migration: MIGRATION } });
     processes.push(source);
     await settled();
     // Deposits to every account make n6's share of them resident there.
@@ -463,6 +463,7 @@ describe('live migration on a real nats-server', function () {
     expect((await source.cluster()).residentActors, 'actors resident on the source').to.be.greaterThan(0);
 
     // A graceful leave makes n6 migrate all its actors away; it dies during the first transfer.
+    await source.armCrash('Transferring');
     await source.kill('SIGTERM');
     await settled();
     await loadFor(2 * ACCOUNTS);

@@ -11,7 +11,8 @@ const env = (name: string, fallback?: string): string => {
   return value;
 };
 
-const crashAt = process.env.NATSTATE_CRASH_AT || undefined;
+/** Set by the parent (`armCrash`): SIGKILL this process once a migration reaches this status. */
+let crashAt: string | undefined;
 
 const node = await createNode({
   actors,
@@ -20,16 +21,14 @@ const node = await createNode({
   nats: { servers: env('NATS_URL'), maxReconnectAttempts: -1, reconnectTimeWait: 100 },
   cluster: JSON.parse(env('NATSTATE_CLUSTER', '{}')),
   onError: () => {},
-  inspect: crashAt
-    ? (event) => {
-        const snapshot = (event as { snapshot?: { value?: unknown } }).snapshot;
-        // A moment later, so that this migration and the ones beside it are journaled mid-way.
-        if (event.type === '@xstate.snapshot' && snapshot?.value === crashAt) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 30);
-      }
-    : undefined,
+  inspect: (event) => {
+    const snapshot = (event as { snapshot?: { value?: unknown } }).snapshot;
+    // A moment later, so that this migration and the ones beside it are journaled mid-way.
+    if (crashAt && event.type === '@xstate.snapshot' && snapshot?.value === crashAt) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 30);
+  },
 });
 
-type Request = { id: number; op: 'send' | 'ask' | 'state' | 'cluster' | 'leave'; args: unknown[] };
+type Request = { id: number; op: 'send' | 'ask' | 'state' | 'cluster' | 'leave' | 'arm-crash'; args: unknown[] };
 
 process.on('message', async (request: Request) => {
   try {
@@ -40,6 +39,7 @@ process.on('message', async (request: Request) => {
     else if (request.op === 'state') result = await node.state(type as 'account', id);
     else if (request.op === 'cluster') result = node.cluster();
     else if (request.op === 'leave') result = await node.leave();
+    else if (request.op === 'arm-crash') crashAt = String(request.args[0]);
     process.send!({ id: request.id, result });
   } catch (error) {
     const e = error as Error & { code?: string };

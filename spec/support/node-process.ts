@@ -40,11 +40,7 @@ export class NodeProcess {
     });
   }
 
-  /**
-   * `crashAt`: the process SIGKILLs itself 30 ms after one of its migrations reaches this
-   * status (e.g. 'Transferring'): a crash in the middle of migrating.
-   */
-  static async start(options: { natsUrl: string; namespace: string; nodeId: string; cluster?: object; crashAt?: string }): Promise<NodeProcess> {
+  static async start(options: { natsUrl: string; namespace: string; nodeId: string; cluster?: object }): Promise<NodeProcess> {
     const child = fork(CHILD, [], {
       execArgv: ['--import', 'tsx'],
       env: {
@@ -53,7 +49,6 @@ export class NodeProcess {
         NATSTATE_NAMESPACE: options.namespace,
         NATSTATE_NODE_ID: options.nodeId,
         NATSTATE_CLUSTER: JSON.stringify(options.cluster ?? {}),
-        NATSTATE_CRASH_AT: options.crashAt ?? '',
       },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -98,6 +93,14 @@ export class NodeProcess {
 
   leave() {
     return this.call<void>('leave');
+  }
+
+  /**
+   * From now on the process SIGKILLs itself 30 ms after one of its migrations reaches
+   * `status` (e.g. 'Transferring'): a crash in the middle of migrating.
+   */
+  armCrash(status: string) {
+    return this.call<void>('arm-crash', status);
   }
 
   /** SIGKILL by default: a crash, nothing handed off. */
