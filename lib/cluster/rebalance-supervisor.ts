@@ -157,6 +157,22 @@ export class RebalanceSupervisor {
 
   /** Periodic: settles shards whose source is gone, and ends a plan past its deadline. */
   tick(): void {
+    const snapshot = this.actor?.getSnapshot();
+    if (!snapshot) return;
+    // Never expected, seen once under load and not explained yet: a machine that errored,
+    // or one left in Migrating with nothing remaining. Report it and recover rather than
+    // pace every later plan behind it.
+    if (snapshot.status === 'error') {
+      reportError(this.options.onError, snapshot.error, 'rebalance supervisor failed; replaying its journal');
+      this.stop();
+      this.options.onReady();
+      return;
+    }
+    if (rebalanceStatus(snapshot) === 'Migrating' && snapshot.context.remaining.length === 0) {
+      reportError(this.options.onError, new Error('supervisor in Migrating with no shard remaining'), 'rebalance supervisor');
+      this.send({ type: 'ABORT', reason: 'no shard remaining' });
+      return;
+    }
     if (this.status !== 'Migrating') return;
     this.settleOrphans();
     if (this.status === 'Migrating' && Date.now() > this.deadline) this.send({ type: 'ABORT', reason: `plan not done after ${this.planTimeoutMs} ms` });
