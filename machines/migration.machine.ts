@@ -21,13 +21,7 @@ export interface MigrationInput {
   readonly maxAttempts?: number;
 }
 
-export interface MigrationContext {
-  readonly actorType: string;
-  readonly actorId: string;
-  readonly from: string;
-  readonly to: string;
-  readonly planId: string;
-  readonly epoch: number;
+export interface MigrationContext extends Omit<MigrationInput, 'maxAttempts'> {
   readonly maxAttempts: number;
   /** Transfer attempts made so far (the first one starts with `CAPTURED`). */
   readonly attempts: number;

@@ -1,19 +1,10 @@
 import { expect } from 'chai';
 import { createMemoryCluster, type MemoryCluster, type NatstateNode } from '../lib/index.js';
 import { actors } from '../examples/bank/actors.js';
+import { eventually } from './support/eventually.js';
 
 type Bank = typeof actors;
 const FAST = { heartbeatMs: 25, failureTimeoutMs: 250, leaseMs: 250, planIntervalMs: 25, shards: 64 };
-
-async function eventually<T>(probe: () => T | Promise<T>, ok: (value: T) => boolean, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met in ${timeoutMs} ms; last value: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** Every node agrees on one map in which only the given nodes own shards, evenly. */
 async function settled(cluster: MemoryCluster<Bank>, expected: readonly NatstateNode<Bank>[]): Promise<void> {

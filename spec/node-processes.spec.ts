@@ -1,25 +1,11 @@
 import { expect } from 'chai';
 import { NatsServer } from './support/nats-server.js';
 import { NodeProcess } from './support/node-process.js';
+import { eventually } from './support/eventually.js';
 
 /** Short timings so failure detection and lease expiry happen within a spec. */
 const CLUSTER = { shards: 64, heartbeatMs: 100, failureTimeoutMs: 1000, leaseMs: 1000, planIntervalMs: 100, routeDeadlineMs: 8000, requestTimeoutMs: 1000 };
 const ACTORS = 30;
-
-async function eventually<T>(probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
-  for (;;) {
-    try {
-      last = await probe();
-      if (ok(last)) return last;
-    } catch {
-      // a node may be between states; probe again
-    }
-    if (Date.now() > deadline) throw new Error(`condition not met in ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('a cluster of node processes on NATS', function () {
   this.timeout(90_000);

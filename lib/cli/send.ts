@@ -6,9 +6,8 @@
  */
 import type { AnyEventObject } from 'xstate';
 import { v4 as uuid } from 'uuid';
-import type { ActorHost } from '../actors/actor-host.js';
 import { NatsKV } from '../cluster/kv/nats.js';
-import { Router, type RoutedReply } from '../cluster/router.js';
+import { Router, type RoutedReply, type RouterOptions } from '../cluster/router.js';
 import { ShardMapStore } from '../cluster/shard-map.js';
 import { NatsTransport } from '../cluster/transport/nats.js';
 import { InvalidActorIdError, InvalidNameError, NotOwnerError, RemoteError } from '../errors.js';
@@ -16,18 +15,20 @@ import { validateActorId, validateActorType } from '../subjects.js';
 import { UsageError, eventArgument, integer, natsOption, parse, required } from './args.js';
 import { connectNats, openNamespace } from './connection.js';
 
+const OPTIONS_HELP = `Options:
+  --nats URL           NATS server(s) (default: $NATS_URL)
+  --namespace NS       the cluster's namespace
+  --command-id ID      idempotency key: sending again with the same id applies it once
+  --timeout-ms MS      give up routing after this long (default 10000)
+  --json               print the reply as JSON`;
+
 export const usage = {
   send: `Usage: natstate send --nats URL --namespace NS TYPE ID 'EVENT_JSON'
 
 Sends one command (an XState event) to the actor TYPE/ID on whichever node owns it, and
 prints the reply once the event is stored: accepted or not, and the actor's version.
 
-Options:
-  --nats URL           NATS server(s) (default: $NATS_URL)
-  --namespace NS       the cluster's namespace
-  --command-id ID      idempotency key: sending again with the same id applies it once
-  --timeout-ms MS      give up routing after this long (default 10000)
-  --json               print the reply as JSON
+${OPTIONS_HELP}
 
 Example:
   natstate send --nats nats://127.0.0.1:4222 --namespace bank account acc-1 '{"type":"DEPOSIT","amount":10}'`,
@@ -36,12 +37,7 @@ Example:
 Like send, and also prints the actor's state (value and context) right after the
 command. Without an event it only reads the state.
 
-Options:
-  --nats URL           NATS server(s) (default: $NATS_URL)
-  --namespace NS       the cluster's namespace
-  --command-id ID      idempotency key: sending again with the same id applies it once
-  --timeout-ms MS      give up routing after this long (default 10000)
-  --json               print the reply as JSON
+${OPTIONS_HELP}
 
 Examples:
   natstate ask --nats nats://127.0.0.1:4222 --namespace bank account acc-1 '{"type":"WITHDRAW","amount":3}'
@@ -57,10 +53,10 @@ const OPTIONS = {
 } as const;
 
 /** Stands in for the actor host of a node that owns nothing: routing never hands it a command. */
-const NO_HOST = {
-  validate: () => undefined,
+const NO_HOST: RouterOptions['host'] = {
+  validate: () => undefined as never,
   dispatch: () => Promise.reject(new Error('a natstate client owns no shard')),
-} as unknown as ActorHost;
+};
 
 /** Owners' answers that mean the user named something that does not exist or does not fit. */
 const USER_MISTAKES = new Set(['UNKNOWN_ACTOR_TYPE', 'INVALID_EVENT', 'INVALID_ACTOR_ID', 'INVALID_NAME', 'PAYLOAD_TOO_LARGE']);

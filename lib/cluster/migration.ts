@@ -317,7 +317,7 @@ export class MigrationCoordinator {
     }
     let installed: boolean;
     try {
-      const stored = await this.storeVersion(request);
+      const stored = await host.storeVersion(request.type, request.id);
       if (stored !== request.version) {
         return { kind: 'nack', reason: `version mismatch: migrated at ${request.version}, the store is at ${stored}; recovering from the store`, retryable: false };
       }
@@ -328,10 +328,6 @@ export class MigrationCoordinator {
       this.release(request.type, request.id);
     }
     return { kind: 'ack', installed };
-  }
-
-  private storeVersion(request: MigrationRequest): Promise<number> {
-    return this.options.host.storeVersion(request.type, request.id);
   }
 
   /** Destination side: a source failed; the shards it was to hand over come from the store instead. */

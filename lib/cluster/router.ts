@@ -54,7 +54,8 @@ export interface MigrationHooks {
 
 export interface RouterOptions {
   readonly nodeId: string;
-  readonly host: ActorHost;
+  /** The node's actor host (a client that owns no shard may pass a stand-in). */
+  readonly host: Pick<ActorHost, 'validate' | 'dispatch'>;
   readonly shardMap: ShardMapView;
   readonly transport: Transport;
   /** Longest wait for one remote reply. Default 5,000 ms. */

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { NatsServer } from '../support/nats-server.js';
 import { CliProcess, lastJson, natstate } from '../support/cli.js';
+import { eventually } from '../support/eventually.js';
 
 const SHARDS = 32;
 const TIMING = ['--shards', String(SHARDS), '--heartbeat-ms', '100', '--failure-timeout-ms', '1000'];
@@ -14,16 +15,6 @@ interface StatusJson {
   shardCount: number;
   migrations: { running: number; completed: number; failed: number };
   plans: { epoch: number; status: string }[];
-}
-
-async function eventually<T>(probe: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met in ${timeoutMs} ms; last: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 describe('natstate node, status, send, ask and history on NATS', function () {
@@ -59,7 +50,7 @@ describe('natstate node, status, send, ask and history on NATS', function () {
   });
 
   it('three node processes form one cluster: status shows the members, one leader, the map and its plans', async () => {
-    const report = await eventually(status, (s) => s.members.length === 3 && s.members.every((m) => m.shards >= 10));
+    const report = await eventually(status, (s) => s.members.length === 3 && s.members.every((m) => m.shards >= 10), 15_000);
     expect(report.members.map((m) => m.id)).to.deep.equal(['n1', 'n2', 'n3']);
     expect(report.leader).to.equal('n1');
     expect(report.shardCount).to.equal(SHARDS);
@@ -98,7 +89,7 @@ describe('natstate node, status, send, ask and history on NATS', function () {
     expect(lastJson(refused)).to.deep.include({ accepted: false, version: 3 });
 
     // The actors are spread over the three processes.
-    const report = await eventually(status, (s) => s.members.reduce((n, m) => n + m.actors, 0) === ACCOUNTS.length);
+    const report = await eventually(status, (s) => s.members.reduce((n, m) => n + m.actors, 0) === ACCOUNTS.length, 15_000);
     expect(report.members.filter((m) => m.actors > 0).length).to.be.at.least(2);
   });
 
@@ -147,7 +138,7 @@ describe('natstate node, status, send, ask and history on NATS', function () {
     const stayed = before.members.map((m) => m.id).filter((id) => id !== victim.id);
     await nodes.get(stayed[0])!.waitFor(new RegExp(`leave ${victim.id} \\(left gracefully\\)`));
 
-    const after = await eventually(status, (s) => s.members.length === 2 && s.members.reduce((n, m) => n + m.shards, 0) === SHARDS);
+    const after = await eventually(status, (s) => s.members.length === 2 && s.members.reduce((n, m) => n + m.shards, 0) === SHARDS, 15_000);
     expect(after.members.map((m) => m.id)).to.deep.equal(stayed);
     expect(after.down).to.deep.equal([]);
     // Its actors are resident on the others now, with their state.

@@ -30,6 +30,7 @@ import { Subjects } from '../../lib/subjects.js';
 import { actors } from '../../examples/bank/actors.js';
 import { NatsServer } from '../support/nats-server.js';
 import { NodeProcess } from '../support/node-process.js';
+import { eventually } from '../support/eventually.js';
 
 type Bank = typeof actors;
 
@@ -52,21 +53,6 @@ const VERBOSE = process.env.NATSTATE_SPEC_VERBOSE === '1';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-async function eventually<T>(probe: () => T | Promise<T>, ok: (value: T) => boolean, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
-  for (;;) {
-    try {
-      last = await probe();
-      if (ok(last)) return last;
-    } catch {
-      // a node may be between states; probe again
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not reached in ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-    await sleep(25);
-  }
-}
 
 /** What was acknowledged, per account: the sum of the deposits and how many there were. */
 class Ledger {

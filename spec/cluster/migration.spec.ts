@@ -14,19 +14,10 @@ import type { ShardMap } from '../../lib/cluster/shard-map.js';
 import { shardOf } from '../../lib/cluster/placement.js';
 import { actors } from '../../examples/bank/actors.js';
 import { account } from '../../examples/bank/account.machine.js';
+import { eventually } from '../support/eventually.js';
 
 type Bank = typeof actors;
 const FAST = { heartbeatMs: 25, failureTimeoutMs: 250, leaseMs: 250, planIntervalMs: 25, shards: 32 };
-
-async function eventually<T>(probe: () => T | Promise<T>, ok: (value: T) => boolean, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`condition not met in ${timeoutMs} ms; last value: ${JSON.stringify(value)}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function settled(cluster: MemoryCluster<Bank>): Promise<void> {
   const ids = cluster.nodes.map((n) => n.id).sort();
