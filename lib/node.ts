@@ -109,9 +109,9 @@ export interface ClusterOptions {
         readonly transferTimeoutMs?: number;
         /** Transfer attempts before a migration fails. Default 3. */
         readonly maxAttempts?: number;
-        /** Longest a destination holds commands for an actor on its way. Default 5,000 ms. */
+        /** Longest a new owner forwards commands for an actor on its way to the old owner. Default 5,000 ms. */
         readonly holdMs?: number;
-        /** Most commands held per incoming actor. Default 1,000. */
+        /** Most commands waiting per actor while it is handed over. Default 1,000. */
         readonly maxBuffered?: number;
         /** Called whenever a migration ends (Deleted or Failed). */
         readonly onMigration?: (migration: ActorMigration) => void;
@@ -309,7 +309,8 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     requestTimeoutMs: clusterOptions.requestTimeoutMs,
     deadlineMs: clusterOptions.routeDeadlineMs,
     migrations: migrations && {
-      gate: (type, id) => migrations.gate(type, id),
+      inTransit: (type, id) => migrations.inTransit(type, id),
+      admitHandoff: (type, id) => migrations.admitHandoff(type, id),
       handleMigrationRequest: (request) => migrations.handleMigrationRequest(request),
       handleShardDone: (message) => {
         migrations.handleShardDone(message);

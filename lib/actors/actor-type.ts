@@ -69,7 +69,7 @@ export class ActorType {
   }
 
   /** The snapshot of a new actor (no events yet). Initial entry actions are not run. */
-  initial(input: { type: string; id: string }): AnyMachineSnapshot {
+  initial(input: unknown): AnyMachineSnapshot {
     const snapshot = this.machine.getInitialSnapshot(this.scope, input) as AnyMachineSnapshot;
     this.collected = [];
     return snapshot;
@@ -91,8 +91,15 @@ export class ActorType {
     return next;
   }
 
+  /**
+   * The persisted snapshot, without XState's own top-level fields that are undefined
+   * (`output` and `error` of a running actor): restoring reads them as undefined anyway,
+   * and without them a JSON-only state skips superjson's walk when it is encoded.
+   */
   persist(snapshot: AnyMachineSnapshot): unknown {
-    return this.machine.getPersistedSnapshot(snapshot);
+    const persisted = this.machine.getPersistedSnapshot(snapshot) as Record<string, unknown>;
+    for (const key in persisted) if (persisted[key] === undefined) delete persisted[key];
+    return persisted;
   }
 
   restore(persisted: unknown): AnyMachineSnapshot {

@@ -46,8 +46,10 @@ export interface ShardMapView {
 
 /** What the router asks of live migration (see `MigrationCoordinator`). */
 export interface MigrationHooks {
-  /** A promise to wait on before serving a command for an actor migrating here, or undefined. */
-  gate(type: string, id: string): Promise<void> | undefined;
+  /** The previous owner to forward a command to while the actor is on its way here, or undefined. */
+  inTransit(type: string, id: string): string | undefined;
+  /** For a forwarded command: true to serve it here, false once the actor left (see `RouteRequest.handoff`). */
+  admitHandoff(type: string, id: string): Promise<boolean> | boolean;
   handleMigrationRequest(request: MigrationRequest): Promise<MigrationReply>;
   handleShardDone(message: ShardDone): void;
 }
@@ -121,8 +123,9 @@ export class Router {
     const { shardMap, nodeId, host } = this.options;
     const map = shardMap.current;
     if (!map || typeof id !== 'string' || map.owners[shardOf(id, map.shardCount)] !== nodeId) return undefined;
-    const gate = this.options.migrations?.gate(type, id);
-    const reply = gate ? gate.then(() => host.dispatch(type, id, event, commandId)) : host.dispatch(type, id, event, commandId);
+    const source = this.options.migrations?.inTransit(type, id);
+    if (source) return this.handOff(source, type, id, event, commandId, wantState, map.epoch);
+    const reply = host.dispatch(type, id, event, commandId);
     return wantState ? reply.then(withState) : reply;
   }
 
@@ -148,7 +151,8 @@ export class Router {
       }
       const owner = map.owners[shardOf(id, map.shardCount)];
       if (owner === nodeId) {
-        await this.options.migrations?.gate(type, id);
+        const source = this.options.migrations?.inTransit(type, id);
+        if (source) return this.handOff(source, type, id, event, request?.commandId ?? commandId, wantState, map.epoch);
         const reply = await host.dispatch(type, id, event, request?.commandId ?? commandId);
         return wantState ? withState(reply) : reply;
       }
@@ -159,7 +163,7 @@ export class Router {
       }
       let reply: RouteReply;
       try {
-        request ??= { type, id, event, commandId: commandId ?? this.idPrefix + (this.nextId++).toString(36), epoch: 0, wantState };
+        request ??= { type, id, event, commandId: commandId ?? this.newCommandId(), epoch: 0, wantState };
         const bytes = encodeWithin({ ...request, epoch: map.epoch }, this.maxPayload, `command for ${type}/${id}`);
         const answer = await this.options.transport.request(owner, bytes, Math.min(this.requestTimeoutMs, remaining));
         reply = decode(answer, isRouteReply, `reply from node ${owner}`);
@@ -191,6 +195,35 @@ export class Router {
       }
       map = shardMap.current;
     }
+  }
+
+  private newCommandId(): string {
+    return this.idPrefix + (this.nextId++).toString(36);
+  }
+
+  /**
+   * This node owns the actor but it is still on its way from `source`, which keeps serving
+   * it until its hand-over: forward the command there. Once the source answers that the
+   * actor left (or cannot answer: it is gone, or slow), serve it here, where the actor
+   * was installed or is recovered from the store. The command id makes a repeat harmless.
+   */
+  private async handOff(source: string, type: string, id: string, event: AnyEventObject | undefined, commandId: string | undefined, wantState: boolean, epoch: number): Promise<RoutedReply> {
+    const { host, transport } = this.options;
+    host.validate(type, id, event);
+    const request: RouteRequest = { type, id, event, commandId: commandId ?? this.newCommandId(), epoch, wantState, handoff: true };
+    try {
+      const answer = await transport.request(source, encodeWithin(request, this.maxPayload, `command for ${type}/${id}`), this.requestTimeoutMs);
+      const reply = decode(answer, isRouteReply, `reply from node ${source}`);
+      if (reply.kind === 'ok') {
+        const { accepted, version, commandId: applied, duplicate, state } = reply;
+        return state === undefined ? { accepted, version, commandId: applied, duplicate } : { accepted, version, commandId: applied, duplicate, state };
+      }
+      if (reply.kind === 'error') throw rebuildError(reply, source);
+    } catch (error) {
+      if (!(error instanceof NoRespondersError || error instanceof TimeoutError)) throw error;
+    }
+    const reply = await host.dispatch(type, id, event, request.commandId);
+    return wantState ? withState(reply) : reply;
   }
 
   private async awaitNewerMap(epoch: number, timeoutMs: number): Promise<void> {
@@ -228,7 +261,7 @@ export class Router {
   }
 
   private async serve(request: RouteRequest): Promise<RouteReply> {
-    const { shardMap, nodeId, host } = this.options;
+    const { shardMap, nodeId, host, migrations } = this.options;
     let map = shardMap.current;
     if (map && request.epoch > map.epoch) {
       // The sender knows a newer map than we do: read it before deciding ownership.
@@ -237,10 +270,19 @@ export class Router {
     }
     if (!map) return { kind: 'not-owner', epoch: 0, owner: null };
     const owner = map.owners[shardOf(request.id, map.shardCount)] ?? null;
-    if (owner !== nodeId) return { kind: 'not-owner', epoch: map.epoch, owner };
+    if (request.handoff) {
+      // Forwarded by the new owner: served here only while the actor has not left.
+      if (!migrations || !(await migrations.admitHandoff(request.type, request.id))) return { kind: 'not-owner', epoch: map.epoch, owner };
+    } else {
+      if (owner !== nodeId) return { kind: 'not-owner', epoch: map.epoch, owner };
+      const source = migrations?.inTransit(request.type, request.id);
+      if (source) {
+        const { accepted, version, commandId, duplicate, state } = await this.handOff(source, request.type, request.id, request.event, request.commandId, request.wantState, map.epoch);
+        return { kind: 'ok', accepted, version, commandId, duplicate, state };
+      }
+    }
     let reply;
     try {
-      await this.options.migrations?.gate(request.type, request.id);
       reply = await host.dispatch(request.type, request.id, request.event, request.commandId);
     } catch (error) {
       // A node shutting down hands the actor back to the cluster: the sender re-routes.

@@ -17,6 +17,12 @@ export interface RouteRequest {
   readonly epoch: number;
   /** The sender wants the actor's state in the reply (`ask`, `state`). */
   readonly wantState: boolean;
+  /**
+   * Forwarded by the actor's new owner while the actor is on its way there: the old owner
+   * serves it if the actor is still here (or waits until its hand-over ends) and answers
+   * `not-owner` once it is gone, whatever the map says.
+   */
+  readonly handoff?: boolean;
 }
 
 export interface RoutedState {
@@ -113,7 +119,15 @@ export function isShardDone(value: unknown): value is ShardDone {
 }
 
 export function isNodeRequest(value: unknown): value is NodeRequest {
-  return isRecord(value) && (value.kind === 'migrate' ? isMigrationRequest(value) : value.kind === 'shard-done' ? isShardDone(value) : isRouteRequest(value));
+  if (!isRecord(value)) return false;
+  switch (value.kind) {
+    case 'migrate':
+      return isMigrationRequest(value);
+    case 'shard-done':
+      return isShardDone(value);
+    default:
+      return isRouteRequest(value);
+  }
 }
 
 export function isMigrationReply(value: unknown): value is MigrationReply {
@@ -132,7 +146,8 @@ export function isRouteRequest(value: unknown): value is RouteRequest {
     typeof value.commandId === 'string' &&
     value.commandId.length > 0 &&
     isNonNegativeInteger(value.epoch) &&
-    typeof value.wantState === 'boolean'
+    typeof value.wantState === 'boolean' &&
+    (value.handoff === undefined || typeof value.handoff === 'boolean')
   );
 }
 

@@ -251,29 +251,61 @@ describe('MigrationCoordinator (destination side)', () => {
     await host.close();
   });
 
-  it('holds commands for an incoming actor until it is installed or its shard is done, and refuses beyond maxBuffered', async () => {
-    const { coordinator, shardMap, host } = destination({ maxBuffered: 2, holdMs: 10_000 });
+  it('forwards commands for an incoming actor to its source until the actor is installed or its shard is done', async () => {
+    const { coordinator, shardMap, host, store } = destination({ holdMs: 10_000 });
     const owners = new Array(4).fill('b');
     const shard = shardOf('acc', 4);
+    const other = ['x-1', 'x-2', 'x-3', 'x-4', 'x-5', 'x-6', 'x-7', 'x-8'].find((id) => shardOf(id, 4) !== shard)!;
     const before = [...owners];
     before[shard] = 'a';
+    expect(coordinator.inTransit('account', 'acc')).to.equal(undefined);
     shardMap.current = map(owners, 3);
     coordinator.onMapChange(map(before, 2), map(owners, 3));
-    let released = 0;
-    const held = [coordinator.gate('account', 'acc')!.then(() => released++), coordinator.gate('account', 'acc')!.then(() => released++)];
-    const overflow = await coordinator.gate('account', 'acc')!.then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(overflow).to.be.instanceOf(MigrationBufferFullError);
-    expect(coordinator.gate('account', 'other-shard-free')).to.satisfy((g: unknown) => g === undefined || shardOf('other-shard-free', 4) === shard);
-    await new Promise((r) => setTimeout(r, 20));
-    expect(released).to.equal(0);
+    expect(coordinator.inTransit('account', 'acc')).to.equal('a');
+    expect(coordinator.inTransit('account', other)).to.equal(undefined);
+    // Installed here: served here.
+    await store.append({ type: 'account', id: 'acc' }, [{ type: 'DEPOSIT', amount: 1 }], { expectedVersion: 0 });
+    await host.dispatch('account', 'acc', undefined, undefined);
+    expect(coordinator.inTransit('account', 'acc')).to.equal(undefined);
+    expect(coordinator.inTransit('account', 'acc-2')).to.equal(shardOf('acc-2', 4) === shard ? 'a' : undefined);
     coordinator.handleShardDone({ kind: 'shard-done', shard, epoch: 3, from: 'a', ok: true });
-    await Promise.all(held);
-    expect(released).to.equal(2);
-    expect(coordinator.gate('account', 'acc')).to.equal(undefined);
+    expect(coordinator.inTransit('account', 'acc-2')).to.equal(undefined);
     await host.close();
+  });
+
+  it('source side: serves forwarded commands until the hand-over starts, holds them during it (refusing beyond maxBuffered), then sends them to the new owner', async () => {
+    const store = new MemoryEventStore();
+    const host = new ActorHost({ namespace: 'bank', nodeId: 'a', actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
+    await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 1 }, 'c1');
+    await host.whenIdle('account', 'acc');
+    const transport = new MemoryTransport();
+    let answer!: () => void;
+    let requested!: () => void;
+    const transferred = new Promise<void>((resolve) => (answer = resolve));
+    const transferring = new Promise<void>((resolve) => (requested = resolve));
+    await transport.serve('b', async () => {
+      requested();
+      await transferred;
+      return encode({ kind: 'ack', installed: true });
+    });
+    const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
+    const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, maxBuffered: 2 });
+    expect(coordinator.admitHandoff('account', 'acc')).to.equal(true);
+    expect(coordinator.admitHandoff('account', 'not-here')).to.equal(false);
+    const handOver = coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
+    await transferring;
+    let moved = 0;
+    const held = [0, 1].map(() => Promise.resolve(coordinator.admitHandoff('account', 'acc')).then((v) => (moved += v ? 0 : 1)));
+    expect(() => coordinator.admitHandoff('account', 'acc')).to.throw(MigrationBufferFullError);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(moved).to.equal(0);
+    answer();
+    await handOver;
+    await Promise.all(held);
+    expect(moved).to.equal(2);
+    expect(coordinator.admitHandoff('account', 'acc')).to.equal(false);
+    await host.close();
+    await transport.close();
   });
 
   it('is event-sourced: a source restarted under the same id closes the migrations its last run left unfinished', async () => {

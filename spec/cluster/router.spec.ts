@@ -5,8 +5,8 @@ import { decode, encode } from '../../lib/codec/codec.js';
 import { isRouteRequest, type RouteReply } from '../../lib/codec/routing.js';
 import { LocalEventBus } from '../../lib/eventbus/local.js';
 import { MemoryEventStore } from '../../lib/eventstore/memory.js';
-import { ConcurrencyError, DecodeError, InvalidEventError, NotOwnerError, RemoteError, TimeoutError, UnknownActorTypeError } from '../../lib/errors.js';
-import { Router, type ShardMapView } from '../../lib/cluster/router.js';
+import { ConcurrencyError, DecodeError, InvalidEventError, MigrationBufferFullError, NotOwnerError, RemoteError, TimeoutError, UnknownActorTypeError } from '../../lib/errors.js';
+import { Router, type MigrationHooks, type ShardMapView } from '../../lib/cluster/router.js';
 import { MemoryTransport, MemoryTransportHub } from '../../lib/cluster/transport/memory.js';
 import { NoRespondersError, type Transport } from '../../lib/cluster/transport/transport.js';
 import { account } from '../../examples/bank/account.machine.js';
@@ -57,10 +57,10 @@ describe('Router (sendMessage)', () => {
     await Promise.all(hosts.splice(0).map((h) => h.close()));
   });
 
-  function node(nodeId: string, shardMap: ShardMapView, transport: Transport, options: { deadlineMs?: number; requestTimeoutMs?: number } = {}) {
+  function node(nodeId: string, shardMap: ShardMapView, transport: Transport, options: { deadlineMs?: number; requestTimeoutMs?: number; migrations?: MigrationHooks } = {}) {
     const host = new ActorHost({ namespace: 'bank', nodeId, actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
     hosts.push(host);
-    const router = new Router({ nodeId, host, shardMap, transport, deadlineMs: options.deadlineMs ?? 2000, requestTimeoutMs: options.requestTimeoutMs ?? 500 });
+    const router = new Router({ nodeId, host, shardMap, transport, deadlineMs: options.deadlineMs ?? 2000, requestTimeoutMs: options.requestTimeoutMs ?? 500, migrations: options.migrations });
     return { host, router };
   }
 
@@ -190,6 +190,65 @@ describe('Router (sendMessage)', () => {
     const { router } = node('b', new FakeShardMap(everything('b')), new MemoryTransport());
     const reply = decode(await router.handleRequest(new Uint8Array([1, 2, 3])), (v): v is RouteReply => true, 'reply');
     expect(reply).to.include({ kind: 'error', code: 'DECODE' });
+  });
+
+  describe('while an actor is on its way from its previous owner', () => {
+    /** Hooks of a node whose shards all moved here from `source`, with `admit` deciding on the source side. */
+    const hooks = (source: string | undefined, admit: (type: string, id: string) => Promise<boolean> | boolean = () => false): MigrationHooks => ({
+      inTransit: () => source,
+      admitHandoff: admit,
+      handleMigrationRequest: async () => ({ kind: 'nack', reason: 'unused', retryable: false }),
+      handleShardDone: () => undefined,
+    });
+
+    it('forwards commands to the previous owner, which serves them on its copy while it still has it', async () => {
+      const hub = new MemoryTransportHub();
+      const map = new FakeShardMap(everything('b', 2));
+      const a = node('a', map, new MemoryTransport(hub), { migrations: hooks(undefined, (type, id) => a.host.isResident(type, id)) });
+      await new MemoryTransport(hub).serve('a', a.router.handleRequest);
+      await a.host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 1 }, 'c1');
+      const b = node('b', map, new MemoryTransport(hub), { migrations: hooks('a') });
+      // From this node (local path) and from a third one (routed path).
+      const local = await b.router.send('account', 'acc', { type: 'DEPOSIT', amount: 2 }, undefined);
+      const c = node('c', map, new MemoryTransport(hub));
+      await new MemoryTransport(hub).serve('b', b.router.handleRequest);
+      const routed = await c.router.sendMessage('account', 'acc', { type: 'DEPOSIT', amount: 4 }, 'c3', true);
+      expect(local.version).to.equal(2);
+      expect(routed).to.deep.include({ version: 3, commandId: 'c3' });
+      expect(routed.state?.context).to.deep.include({ balance: 7 });
+      expect(b.host.isResident('account', 'acc')).to.equal(false);
+    });
+
+    it('serves them itself once the previous owner says the actor left, or cannot answer', async () => {
+      const hub = new MemoryTransportHub();
+      const map = new FakeShardMap(everything('b', 2));
+      const a = node('a', map, new MemoryTransport(hub), { migrations: hooks(undefined, () => false) });
+      await new MemoryTransport(hub).serve('a', a.router.handleRequest);
+      await store.append({ type: 'account', id: 'acc' }, [{ type: 'DEPOSIT', amount: 10 }], { expectedVersion: 0, commandIds: ['c0'] });
+      const b = node('b', map, new MemoryTransport(hub), { migrations: hooks('a') });
+      const moved = await b.router.send('account', 'acc', { type: 'DEPOSIT', amount: 1 }, 'c1');
+      expect(moved.version).to.equal(2);
+      expect(b.host.isResident('account', 'acc')).to.equal(true);
+      expect(a.host.isResident('account', 'acc')).to.equal(false);
+      // A source nobody serves any more (it crashed): served here at once, from the store.
+      const orphan = node('d', new FakeShardMap(everything('d', 2)), new MemoryTransport(hub), { migrations: hooks('gone') });
+      const reply = await orphan.router.sendMessage('account', 'acc-2', { type: 'DEPOSIT', amount: 1 }, undefined, true);
+      expect(reply.state?.context).to.deep.include({ balance: 1 });
+    });
+
+    it("brings the previous owner's typed error back (a full hand-over buffer)", async () => {
+      const hub = new MemoryTransportHub();
+      const map = new FakeShardMap(everything('b', 2));
+      const a = node('a', map, new MemoryTransport(hub), {
+        migrations: hooks(undefined, (type, id) => {
+          throw new MigrationBufferFullError(type, id, 0);
+        }),
+      });
+      await new MemoryTransport(hub).serve('a', a.router.handleRequest);
+      const b = node('b', map, new MemoryTransport(hub), { migrations: hooks('a') });
+      await expectError(b.router.send('account', 'acc', { type: 'DEPOSIT', amount: 1 }, undefined), MigrationBufferFullError);
+      expect(b.host.isResident('account', 'acc')).to.equal(false);
+    });
   });
 
   it('carries the sender epoch; an owner with an older map refreshes before answering', async () => {
