@@ -94,6 +94,16 @@ export async function readHistory(nc: NatsConnection, namespace: string, type: s
   return history;
 }
 
+/** The fewest replicas among the namespace's event stream and its two KV buckets (as JetStream reports them). */
+export async function fewestReplicas(nc: NatsConnection, namespace: string): Promise<number> {
+  const subjects = new Subjects(namespace);
+  const jsm = await jetstreamManager(nc, { timeout: 10_000 });
+  // A KV bucket is the stream KV_<bucket>.
+  const streams = [subjects.eventStream, `KV_${subjects.snapshotBucket}`, `KV_${subjects.clusterBucket}`];
+  const replicas = await Promise.all(streams.map(async (name) => (await jsm.streams.info(name)).config.num_replicas));
+  return Math.min(...replicas);
+}
+
 const MAX_DETAILS = 40;
 
 export function check(commands: readonly CommandRecord[], history: ReadonlyMap<string, readonly RawCommit[]>, live: ReadonlyMap<string, LiveAccount>): Findings {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { NatstateError } from '../lib/errors.js';
 import { UsageError, integer, parse } from '../lib/cli/args.js';
-import { check, readHistory, type Findings, type LiveAccount } from './checker.js';
+import { check, fewestReplicas, readHistory, type Findings, type LiveAccount } from './checker.js';
 import { ACTOR_TYPE, Client, Load } from './load.js';
 import { CLUSTER_FAULTS, FaultSchedule, Nemesis, SINGLE_SERVER_FAULTS, type FaultKind } from './nemesis.js';
 import { ChaosSystem, type Timing } from './system.js';
@@ -64,6 +64,10 @@ export interface ChaosResult {
   readonly sent: number;
   readonly acknowledged: number;
   readonly errored: number;
+  /** Events the checker read from the accounts' streams. */
+  readonly stored: number;
+  /** Fewest JetStream replicas among the event stream and the buckets. */
+  readonly replicas: number;
   readonly lost: number;
   readonly duplicated: number;
   readonly gaps: number;
@@ -102,13 +106,13 @@ async function askLive(client: Client, accounts: readonly string[]): Promise<Map
 function table(result: ChaosResult, findings: Findings, cluster: boolean, nodes: number): string {
   const rows: [string, string | number][] = [
     ['seed', result.seed],
-    ['setup', `${nodes} natstate nodes, ${cluster ? '3 routed nats-servers (R3)' : '1 nats-server'}`],
+    ['setup', `${nodes} natstate nodes, ${cluster ? '3 routed nats-servers' : '1 nats-server'}, streams at ${result.replicas} replica(s)`],
     ...Object.entries(result.faults).map(([kind, n]) => [`faults: ${kind}`, n] as [string, number]),
     ['commands sent', result.sent],
     ['acknowledged', result.acknowledged],
     ['errored (typed error, retries spent)', result.errored],
     ['applied without a reply', findings.appliedWithoutReply],
-    ['events stored', findings.storedEvents],
+    ['events stored', result.stored],
     ['lost', result.lost],
     ['duplicated', result.duplicated],
     ['gaps', result.gaps],
@@ -173,6 +177,7 @@ async function main(argv: readonly string[]): Promise<number> {
     progress('reading the event stream from JetStream');
     const history = await readHistory(nc, system.namespace, ACTOR_TYPE);
     const findings = check(commands, history, live);
+    const replicas = await fewestReplicas(nc, system.namespace);
     await client.close();
 
     const count = (outcome: string) => commands.filter((c) => c.outcome === outcome).length;
@@ -182,6 +187,8 @@ async function main(argv: readonly string[]): Promise<number> {
       sent: commands.length,
       acknowledged: count('acknowledged'),
       errored: count('errored'),
+      stored: findings.storedEvents,
+      replicas,
       lost: findings.lost,
       duplicated: findings.duplicated,
       gaps: findings.gaps,
@@ -190,9 +197,11 @@ async function main(argv: readonly string[]): Promise<number> {
       unanswered: findings.unanswered,
       unrecovered: nemesis.unrecovered,
     };
-    passed = [result.lost, result.duplicated, result.gaps, result.divergent, result.balanceMismatches, result.unanswered, result.unrecovered].every((n) => n === 0);
+    const setupHolds = replicas === system.replicas && result.acknowledged > 0;
+    passed = setupHolds && [result.lost, result.duplicated, result.gaps, result.divergent, result.balanceMismatches, result.unanswered, result.unrecovered].every((n) => n === 0);
     console.log(table(result, findings, cluster, nodeCount));
     for (const line of findings.details) console.log(`  ${line}`);
+    if (!setupHolds) console.log(`  setup: ${result.acknowledged} command(s) acknowledged, streams at ${replicas} replica(s) (expected ${system.replicas}): the run tested nothing it claims`);
     console.log(passed ? 'PASS: every invariant holds' : `FAIL: see the lines above; node logs in ${system.logDir}`);
     writeFileSync(join(system.logDir, 'faults.log'), nemesis.history.join('\n') + '\n');
     if (values.json) console.log(JSON.stringify(result));
