@@ -34,13 +34,17 @@ export interface RawCommit {
 /** What the live cluster answers for one account, or why it did not. */
 export type LiveAccount = { readonly balance: number; readonly version: number } | { readonly error: string };
 
-export interface Findings {
+/** The counts a passing run has at 0 (see the module comment). */
+export interface Invariants {
   readonly lost: number;
   readonly duplicated: number;
   readonly gaps: number;
   readonly divergent: number;
   readonly balanceMismatches: number;
   readonly unanswered: number;
+}
+
+export interface Findings extends Invariants {
   /** Commands with no reply (errored or unanswered) found in the stream: applied, so they count. */
   readonly appliedWithoutReply: number;
   /** Events stored in the accounts' streams. */

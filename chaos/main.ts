@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { NatstateError } from '../lib/errors.js';
 import { UsageError, integer, parse } from '../lib/cli/args.js';
-import { check, fewestReplicas, readHistory, type Findings, type LiveAccount } from './checker.js';
+import { check, fewestReplicas, readHistory, type Findings, type Invariants, type LiveAccount } from './checker.js';
 import { ACTOR_TYPE, Client, Load } from './load.js';
 import { CLUSTER_FAULTS, FaultSchedule, Nemesis, SINGLE_SERVER_FAULTS, type FaultKind } from './nemesis.js';
 import { ChaosSystem, type Timing } from './system.js';
@@ -58,7 +58,7 @@ const started = Date.now();
 const progress = (line: string) => process.stderr.write(`[chaos ${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${line}\n`);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export interface ChaosResult {
+export interface ChaosResult extends Invariants {
   readonly seed: number;
   readonly faults: Partial<Record<FaultKind, number>>;
   readonly sent: number;
@@ -68,12 +68,6 @@ export interface ChaosResult {
   readonly stored: number;
   /** Fewest JetStream replicas among the event stream and the buckets. */
   readonly replicas: number;
-  readonly lost: number;
-  readonly duplicated: number;
-  readonly gaps: number;
-  readonly divergent: number;
-  readonly balanceMismatches: number;
-  readonly unanswered: number;
   /** Nodes that did not come back up (or finish leaving) after a fault. */
   readonly unrecovered: number;
 }
