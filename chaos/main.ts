@@ -64,6 +64,8 @@ export interface ChaosResult extends Invariants {
   readonly sent: number;
   readonly acknowledged: number;
   readonly errored: number;
+  /** Typed errors the load got and answered by sending again with the same command id. */
+  readonly retried: number;
   /** Events the checker read from the accounts' streams. */
   readonly stored: number;
   /** Fewest JetStream replicas among the event stream and the buckets. */
@@ -105,6 +107,7 @@ function table(result: ChaosResult, findings: Findings, cluster: boolean, nodes:
     ['commands sent', result.sent],
     ['acknowledged', result.acknowledged],
     ['errored (typed error, retries spent)', result.errored],
+    ['typed errors retried (same command id)', result.retried],
     ['applied without a reply', findings.appliedWithoutReply],
     ['events stored', result.stored],
     ['lost', result.lost],
@@ -181,6 +184,7 @@ async function main(argv: readonly string[]): Promise<number> {
       sent: commands.length,
       acknowledged: count('acknowledged'),
       errored: count('errored'),
+      retried: load.typedErrors,
       stored: findings.storedEvents,
       replicas,
       lost: findings.lost,

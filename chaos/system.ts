@@ -65,10 +65,6 @@ export class NodeProcess {
     );
   }
 
-  get pid(): number | undefined {
-    return this.child.pid;
-  }
-
   get running(): boolean {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
@@ -199,7 +195,7 @@ export class ChaosSystem {
   /** Every node process signalled to die, and every server, right now (exit handler). */
   killNow(): void {
     for (const node of this.nodes) {
-      if (node.running && node.pid !== undefined) process.kill(node.pid, 'SIGKILL');
+      if (node.running) node.signal('SIGKILL');
     }
     this.nats.killNow();
   }
