@@ -139,8 +139,9 @@ async function main(argv: readonly string[]): Promise<number> {
   progress(`seed ${seed}: starting ${cluster ? 'a 3-server NATS cluster' : 'nats-server'} and ${nodeCount} natstate nodes`);
   const system = await ChaosSystem.start({ cluster, nodes: nodeCount, namespace: `chaos-${seed}`, timing: TIMING });
   const stopOnSignal = () => {
-    system.killNow();
-    process.exit(130);
+    // Stops every process and deletes the NATS store; the exit handler kills what is left if this hangs.
+    setTimeout(() => process.exit(130), 10_000).unref();
+    void system.close().finally(() => process.exit(130));
   };
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
