@@ -27,6 +27,8 @@ Options:
   --heartbeat-ms MS          membership heartbeat (default 1000)
   --failure-timeout-ms MS    a node silent this long is down (default 5000)
   --lease-ms MS              leader lease (default: the failure timeout)
+  --replicas N               JetStream replicas of the namespace's stream and buckets when
+                             this node creates them (default 1; 3 on a 3-server NATS cluster)
 
 Example (three terminals, then natstate status):
   natstate node --nats nats://127.0.0.1:4222 --namespace bank --actors dist/examples/bank/actors.js --node-id n1`;
@@ -40,6 +42,7 @@ const OPTIONS = {
   'heartbeat-ms': { type: 'string' },
   'failure-timeout-ms': { type: 'string' },
   'lease-ms': { type: 'string' },
+  replicas: { type: 'string' },
 } as const;
 
 const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
@@ -58,6 +61,7 @@ export async function run(argv: readonly string[]): Promise<number> {
   const heartbeatMs = integer('node', 'heartbeat-ms', values['heartbeat-ms'], 1_000, 10);
   const failureTimeoutMs = integer('node', 'failure-timeout-ms', values['failure-timeout-ms'], 5_000, heartbeatMs + 1);
   const leaseMs = integer('node', 'lease-ms', values['lease-ms'], failureTimeoutMs, 30);
+  const replicas = integer('node', 'replicas', values.replicas, 1, 1, 5);
   const actors = await loadActors(actorsModule);
 
   const nodeId = values['node-id'] ?? uuid();
@@ -87,6 +91,7 @@ export async function run(argv: readonly string[]): Promise<number> {
       namespace,
       nodeId,
       nats: nc,
+      jetstream: { replicas },
       cluster,
       onError: (error, context) => log(`warning (${context}): ${error instanceof Error ? error.message : String(error)}`),
     });
