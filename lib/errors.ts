@@ -150,3 +150,23 @@ export class MigrationBufferFullError extends NatstateError {
     super('MIGRATION_BUFFER_FULL', `${limit} commands already wait for ${actorType}/${actorId} to finish migrating; this one was not accepted, retry later`);
   }
 }
+
+/**
+ * natstate opened a NATS connection and no server took it: unreachable, a TLS handshake
+ * that failed, a refused connection. `servers` never carry credentials.
+ */
+export class NatsConnectionError extends NatstateError {
+  constructor(readonly servers: readonly string[], reason: string, options?: { cause?: unknown }) {
+    super('NATS_CONNECTION', `cannot connect to NATS at ${servers.join(',')}: ${reason}`, options);
+  }
+}
+
+/**
+ * The NATS server refused the credentials natstate connected with (user and password,
+ * token, nkey or creds). The connection was not retried.
+ */
+export class NatsAuthorizationError extends NatstateError {
+  constructor(readonly servers: readonly string[], reason: string, options?: { cause?: unknown }) {
+    super('NATS_AUTHORIZATION', `NATS authorization failed for ${servers.join(',')}: ${reason}`, options);
+  }
+}

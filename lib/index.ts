@@ -31,6 +31,8 @@ export {
   NotOwnerError,
   RemoteError,
   MigrationBufferFullError,
+  NatsConnectionError,
+  NatsAuthorizationError,
 } from './errors.js';
 export type { ActorMigration } from './cluster/migration.js';
 export type { MembershipEvent } from './cluster/membership.js';

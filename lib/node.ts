@@ -3,7 +3,7 @@
  * default, JetStream/NATS when `nats` is given), wires store, bus and actor host, and
  * exposes the small typed API users call.
  */
-import { connect, type NodeConnectionOptions } from '@nats-io/transport-node';
+import type { NodeConnectionOptions } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { AnyStateMachine, ContextFrom, EventFromLogic, SnapshotFrom } from 'xstate';
 import { v4 as uuid } from 'uuid';
@@ -14,6 +14,7 @@ import { NATSEventBus } from './eventbus/nats.js';
 import type { EventStore } from './eventstore/eventstore.js';
 import { JetStreamEventStore } from './eventstore/jetstream.js';
 import { MemoryNetwork } from './memory-network.js';
+import { connectToNats } from './nats/connect.js';
 import { InvalidNameError, ClosedError } from './errors.js';
 import { Subjects, validateActorType, validateNamespace } from './subjects.js';
 import type { ClusterKV } from './cluster/kv/kv.js';
@@ -45,7 +46,9 @@ export interface NodeOptions<A extends ActorTypes> {
   /**
    * NATS servers or an open connection: events go to JetStream and notifications over
    * NATS. Absent: the embedded in-memory default. A connection passed in is not closed
-   * by `node.close()`.
+   * by `node.close()`. Connection options go to nats.js as they are (credentials, TLS,
+   * `inboxPrefix`, see docs/SECURITY.md); a refused login is a `NatsAuthorizationError`,
+   * any other failure to connect a `NatsConnectionError`.
    */
   readonly nats?: NodeConnectionOptions | NatsConnection;
   /** Embedded network shared by several in-process nodes (ignored with `nats`). */
@@ -215,7 +218,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   let maxPayload = DEFAULT_MAX_PAYLOAD;
   let owned: NatsConnection | undefined;
   if (options.nats) {
-    const nc = isConnection(options.nats) ? options.nats : (owned = await connect(options.nats));
+    const nc = isConnection(options.nats) ? options.nats : (owned = await connectToNats(options.nats));
     try {
       store = await JetStreamEventStore.create(nc, { namespace, prefix: options.prefix, ...options.jetstream });
       kv = await NatsKV.create(nc, { namespace, prefix: options.prefix, ...options.jetstream });

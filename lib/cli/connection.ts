@@ -4,12 +4,13 @@
  * read. Nothing here creates a stream or a bucket: a mistyped namespace is reported,
  * never brought into existence.
  */
-import { connect, type NodeConnectionOptions } from '@nats-io/transport-node';
+import type { NodeConnectionOptions } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { Subjects } from '../subjects.js';
-import { InvalidNameError } from '../errors.js';
+import { InvalidNameError, NatsAuthorizationError, NatsConnectionError } from '../errors.js';
+import { connectToNats } from '../nats/connect.js';
 import { UsageError } from './args.js';
 
 export interface ConnectOptions extends Omit<NodeConnectionOptions, 'servers'> {
@@ -17,12 +18,18 @@ export interface ConnectOptions extends Omit<NodeConnectionOptions, 'servers'> {
   readonly timeout?: number;
 }
 
-/** Connects to NATS; an unreachable server, a refused connection or bad credentials are `UsageError`s. */
+/**
+ * Connects to NATS (`options` carry the credentials and TLS files of `natsAuth`); an
+ * unreachable server, a failed TLS handshake or refused credentials are `UsageError`s.
+ */
 export async function connectNats(servers: string[], options: ConnectOptions = {}): Promise<NatsConnection> {
   try {
-    return await connect({ timeout: 5_000, ...options, servers });
+    return await connectToNats({ timeout: 5_000, ...options, servers });
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    if (error instanceof NatsAuthorizationError) {
+      throw new UsageError(`${error.message} (check --nats-user/--nats-password, --nats-token, --nats-nkey or --nats-creds)`, { cause: error });
+    }
+    const reason = error instanceof NatsConnectionError && error.cause instanceof Error ? error.cause.message : error instanceof Error ? error.message : String(error);
     throw new UsageError(`cannot reach NATS at ${servers.join(',')}: ${reason}`, { cause: error });
   }
 }

@@ -20,6 +20,7 @@ import { createMemoryCluster } from '../memory-cluster.js';
 import { crashNode, createNode, type NatstateNode, type NodeOptions } from '../node.js';
 import { UsageError, integer, natsServers, parse } from './args.js';
 import { connectNats, subjectsOf } from './connection.js';
+import { NATS_AUTH_OPTIONS, natsAuth, natsAuthHelp, type NatsAuth } from './nats-auth.js';
 import { count, duration } from './format.js';
 
 export const usage = `Usage: natstate demo [--actors N] [--nats URL] [--json] [--inspect]
@@ -33,6 +34,7 @@ Options:
   --actors N                 accounts (default 1000)
   --nats URL                 run on NATS JetStream, e.g. nats://127.0.0.1:4222 (a fresh
                              namespace, in memory storage, deleted at the end)
+${natsAuthHelp(29)}
   --json                     progress on stderr; last line of stdout is one JSON object:
                              { nodes, actors, commands, migrated, failedMigrations, lost,
                                duplicated, verified, durationMs }
@@ -54,6 +56,7 @@ Examples:
 const OPTIONS = {
   actors: { type: 'string' },
   nats: { type: 'string' },
+  ...NATS_AUTH_OPTIONS,
   json: { type: 'boolean' },
   inspect: { type: 'boolean' },
   'inspect-port': { type: 'string' },
@@ -68,6 +71,8 @@ export interface DemoConfig {
   readonly actors: number;
   /** NATS servers; absent: embedded in memory. */
   readonly servers?: string[];
+  /** Credentials and TLS files for those servers. */
+  readonly auth?: NatsAuth;
   readonly shards: number;
   readonly concurrency: number;
   readonly stepMs: number;
@@ -108,9 +113,11 @@ export async function run(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const heartbeatMs = integer('demo', 'heartbeat-ms', values['heartbeat-ms'], 250, 10);
+  const nats = values.nats === undefined ? undefined : natsAuth('demo', natsServers('demo', values.nats), values);
   const config = {
     actors: integer('demo', 'actors', values.actors, 1_000, 1, 10_000_000),
-    servers: values.nats === undefined ? undefined : natsServers('demo', values.nats),
+    servers: nats?.servers,
+    auth: nats?.auth,
     shards: integer('demo', 'shards', values.shards, 64, 4, 65_536),
     concurrency: integer('demo', 'concurrency', values.concurrency, 16, 1, 10_000),
     stepMs: integer('demo', 'step-ms', values['step-ms'], 1_500, 0),
@@ -205,7 +212,7 @@ export async function runDemo(config: DemoConfig, say: (line: string) => void): 
       },
     },
   };
-  const cluster = config.servers ? await natsCluster(config.servers, nodeOptions, killed) : await memoryCluster(nodeOptions);
+  const cluster = config.servers ? await natsCluster(config.servers, config.auth ?? {}, nodeOptions, killed) : await memoryCluster(nodeOptions);
   say(`natstate demo: 3 nodes ${cluster.label}, ${count(config.actors)} accounts`);
   // Ctrl+C: stop the nodes (and on NATS delete the demo's namespace) before exiting.
   const interrupt = () => {
@@ -433,15 +440,15 @@ async function memoryCluster(nodeOptions: Omit<NodeOptions<Bank>, 'namespace'>):
  * deleted at the end. A kill closes the node's connection without leaving: to the other
  * nodes it is a crashed process.
  */
-async function natsCluster(servers: string[], nodeOptions: Omit<NodeOptions<Bank>, 'namespace'>, killed: ReadonlySet<string>): Promise<DemoCluster> {
-  const admin = await connectNats(servers, { name: 'natstate demo' });
+async function natsCluster(servers: string[], auth: NatsAuth, nodeOptions: Omit<NodeOptions<Bank>, 'namespace'>, killed: ReadonlySet<string>): Promise<DemoCluster> {
+  const admin = await connectNats(servers, { ...auth, name: 'natstate demo' });
   const namespace = `demo-${uuid().slice(0, 8)}`;
   const connections = new Map<BankNode, NatsConnection>();
   const onError = nodeOptions.onError;
   return {
     label: `on NATS ${admin.getServer()} (namespace ${namespace}), one connection each`,
     async start(nodeId) {
-      const nc = await connectNats(servers, { name: `natstate demo ${nodeId}` });
+      const nc = await connectNats(servers, { ...auth, name: `natstate demo ${nodeId}` });
       try {
         const node = await createNode({
           ...nodeOptions,

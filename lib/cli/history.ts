@@ -8,6 +8,7 @@ import { InvalidActorIdError, InvalidNameError } from '../errors.js';
 import { validateActorId, validateActorType } from '../subjects.js';
 import { UsageError, integer, natsOption, parse, required } from './args.js';
 import { connectNats, openNamespace, type Namespace } from './connection.js';
+import { NATS_AUTH_OPTIONS, natsAuth, natsAuthHelp } from './nats-auth.js';
 import { table, timestamp } from './format.js';
 
 export const usage = `Usage: natstate history --nats URL --namespace NS TYPE ID [--json]
@@ -16,6 +17,7 @@ The stored events of the actor TYPE/ID: version, time, command id and the event.
 
 Options:
   --nats URL           NATS server(s) (default: $NATS_URL)
+${natsAuthHelp(23)}
   --namespace NS       the cluster's namespace
   --from-version N     only events after version N (default 0: all)
   --json               print one JSON object: { type, id, version, events: [...] }
@@ -25,6 +27,7 @@ Example:
 
 const OPTIONS = {
   nats: { type: 'string' },
+  ...NATS_AUTH_OPTIONS,
   namespace: { type: 'string' },
   'from-version': { type: 'string' },
   json: { type: 'boolean' },
@@ -36,7 +39,7 @@ export async function run(argv: readonly string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const servers = natsOption('history', values.nats);
+  const { servers, auth } = natsAuth('history', natsOption('history', values.nats), values);
   const namespace = required('history', 'namespace', values.namespace);
   const fromVersion = integer('history', 'from-version', values['from-version'], 0, 0);
   const [type, id] = positionals;
@@ -47,7 +50,7 @@ export async function run(argv: readonly string[]): Promise<number> {
     if (error instanceof InvalidNameError || error instanceof InvalidActorIdError) throw new UsageError(`history: ${error.message}`);
     throw error;
   }
-  const nc = await connectNats(servers);
+  const nc = await connectNats(servers, auth);
   try {
     const ns = await openNamespace(nc, namespace);
     const store = await JetStreamEventStore.create(nc, { namespace });

@@ -10,6 +10,7 @@ import { createNode, type ActorTypes, type ClusterOptions, type NatstateNode } f
 import { integer, natsOption, parse, required } from './args.js';
 import { loadActors } from './actors-module.js';
 import { connectNats, subjectsOf } from './connection.js';
+import { NATS_AUTH_OPTIONS, natsAuth, natsAuthHelp } from './nats-auth.js';
 import { duration } from './format.js';
 
 export const usage = `Usage: natstate node --nats URL --namespace NS --actors MODULE [options]
@@ -20,6 +21,7 @@ with their state, when nodes join or leave. Ctrl+C or SIGTERM leaves gracefully.
 
 Options:
   --nats URL                 NATS server(s), e.g. nats://127.0.0.1:4222 (default: $NATS_URL)
+${natsAuthHelp(29)}
   --namespace NS             the cluster's namespace
   --actors MODULE            a module exporting { typeName: machine } (default export or "actors")
   --node-id ID               this node's id (default: random)
@@ -35,6 +37,7 @@ Example (three terminals, then natstate status):
 
 const OPTIONS = {
   nats: { type: 'string' },
+  ...NATS_AUTH_OPTIONS,
   namespace: { type: 'string' },
   actors: { type: 'string' },
   'node-id': { type: 'string' },
@@ -53,7 +56,7 @@ export async function run(argv: readonly string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const servers = natsOption('node', values.nats);
+  const { servers, auth } = natsAuth('node', natsOption('node', values.nats), values);
   const namespace = required('node', 'namespace', values.namespace);
   subjectsOf(namespace); // a namespace natstate cannot use is a usage error, before connecting
   const actorsModule = required('node', 'actors', values.actors);
@@ -65,7 +68,7 @@ export async function run(argv: readonly string[]): Promise<number> {
   const actors = await loadActors(actorsModule);
 
   const nodeId = values['node-id'] ?? uuid();
-  const nc = await connectNats(servers, { name: `natstate node ${nodeId}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const nc = await connectNats(servers, { ...auth, name: `natstate node ${nodeId}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   const migrations = new MigrationLog();
   const cluster: ClusterOptions = {
     shards,

@@ -14,9 +14,11 @@ import { InvalidActorIdError, InvalidNameError, NotOwnerError, RemoteError } fro
 import { validateActorId, validateActorType } from '../subjects.js';
 import { UsageError, eventArgument, integer, natsOption, parse, required } from './args.js';
 import { connectNats, openNamespace } from './connection.js';
+import { NATS_AUTH_OPTIONS, natsAuth, natsAuthHelp } from './nats-auth.js';
 
 const OPTIONS_HELP = `Options:
   --nats URL           NATS server(s) (default: $NATS_URL)
+${natsAuthHelp(23)}
   --namespace NS       the cluster's namespace
   --command-id ID      idempotency key: sending again with the same id applies it once
   --timeout-ms MS      give up routing after this long (default 10000)
@@ -46,6 +48,7 @@ Examples:
 
 const OPTIONS = {
   nats: { type: 'string' },
+  ...NATS_AUTH_OPTIONS,
   namespace: { type: 'string' },
   'command-id': { type: 'string' },
   'timeout-ms': { type: 'string' },
@@ -71,7 +74,7 @@ export async function run(command: 'send' | 'ask', argv: readonly string[]): Pro
     console.log(usage[command]);
     return 0;
   }
-  const servers = natsOption(command, values.nats);
+  const { servers, auth } = natsAuth(command, natsOption(command, values.nats), values);
   const namespace = required(command, 'namespace', values.namespace);
   const timeoutMs = integer(command, 'timeout-ms', values['timeout-ms'], 10_000);
   const [type, id, eventText] = positionals;
@@ -85,7 +88,7 @@ export async function run(command: 'send' | 'ask', argv: readonly string[]): Pro
   const event: AnyEventObject | undefined = eventText === undefined ? undefined : eventArgument(command, eventText);
   const commandId = values['command-id'];
 
-  const nc = await connectNats(servers);
+  const nc = await connectNats(servers, auth);
   const ns = await openNamespace(nc, namespace).catch(async (error: unknown) => {
     await nc.close();
     throw error;

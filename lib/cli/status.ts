@@ -11,6 +11,7 @@ import { REBALANCE_STREAM } from '../cluster/rebalance-supervisor.js';
 import type { RebalanceEvent } from '../../machines/rebalance.machine.js';
 import { integer, natsOption, parse, required } from './args.js';
 import { connectNats, openNamespace, type Namespace } from './connection.js';
+import { NATS_AUTH_OPTIONS, natsAuth, natsAuthHelp } from './nats-auth.js';
 import { count, duration, table, timestamp } from './format.js';
 
 export const usage = `Usage: natstate status --nats URL --namespace NS [--json]
@@ -21,6 +22,7 @@ from its KV bucket. It does not join the cluster.
 
 Options:
   --nats URL                 NATS server(s), e.g. nats://127.0.0.1:4222 (default: $NATS_URL)
+${natsAuthHelp(29)}
   --namespace NS             the cluster's namespace
   --failure-timeout-ms MS    a member whose last heartbeat is older is shown as down (default 5000)
   --json                     print one JSON object
@@ -30,6 +32,7 @@ Example:
 
 const OPTIONS = {
   nats: { type: 'string' },
+  ...NATS_AUTH_OPTIONS,
   namespace: { type: 'string' },
   'failure-timeout-ms': { type: 'string' },
   json: { type: 'boolean' },
@@ -84,10 +87,10 @@ export async function run(argv: readonly string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
-  const servers = natsOption('status', values.nats);
+  const { servers, auth } = natsAuth('status', natsOption('status', values.nats), values);
   const namespace = required('status', 'namespace', values.namespace);
   const failureTimeoutMs = integer('status', 'failure-timeout-ms', values['failure-timeout-ms'], 5_000);
-  const nc = await connectNats(servers);
+  const nc = await connectNats(servers, auth);
   try {
     const report = await readStatus(await openNamespace(nc, namespace), failureTimeoutMs);
     console.log(values.json ? JSON.stringify(report) : formatStatus(report, failureTimeoutMs));

@@ -1,14 +1,6 @@
 import { expect } from 'chai';
 import { freePort, NatsServer } from '../support/nats-server.js';
-import { natstate, type CliResult } from '../support/cli.js';
-
-/** A user mistake: exit code 2 and exactly one line on stderr, `natstate: ...`, no stack trace. */
-function expectUsageError(run: CliResult, message: RegExp) {
-  expect(run.code, run.stderr).to.equal(2);
-  expect(run.stderr.split('\n')).to.have.length(2); // the line and the final newline
-  expect(run.stderr).to.match(/^natstate: /).and.match(message);
-  expect(run.stderr).to.not.match(/\n\s+at /);
-}
+import { expectUsageError, natstate } from '../support/cli.js';
 
 describe('natstate: help, usage errors and exit codes', function () {
   this.timeout(60_000);

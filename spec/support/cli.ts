@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
 
 const MAIN = fileURLToPath(new URL('../../lib/cli/main.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -15,9 +16,13 @@ export interface CliResult {
   readonly stderr: string;
 }
 
+/** The NATS_* variables the command reads: a spec sets them itself or not at all. */
+const NATS_ENV = ['NATS_URL', 'NATS_USER', 'NATS_PASSWORD', 'NATS_TOKEN', 'NATS_NKEY', 'NATS_CREDS', 'NATS_CA', 'NATS_CERT', 'NATS_KEY', 'NATS_INBOX_PREFIX'];
+
 function launch(args: readonly string[], env: Record<string, string | undefined> = {}): ChildProcess {
-  // NATS_URL from the environment must never point a spec at a server it did not start.
-  return spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env: { ...process.env, NATS_URL: undefined, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // NATS_URL or credentials from the environment must never point a spec at a server it did not start.
+  const cleared = Object.fromEntries(NATS_ENV.map((name) => [name, undefined]));
+  return spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env: { ...process.env, ...cleared, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /** Runs `natstate ...args` to its end (killed after `timeoutMs`). */
@@ -38,6 +43,14 @@ export function natstate(args: readonly string[], options: { timeoutMs?: number;
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** A user mistake: exit code 2 and exactly one line on stderr, `natstate: ...`, no stack trace. */
+export function expectUsageError(run: CliResult, message: RegExp): void {
+  expect(run.code, run.stderr).to.equal(2);
+  expect(run.stderr.split('\n')).to.have.length(2); // the line and the final newline
+  expect(run.stderr).to.match(/^natstate: /).and.match(message);
+  expect(run.stderr).to.not.match(/\n\s+at /);
 }
 
 /** The last line of a command's stdout, parsed as JSON. */
@@ -66,8 +79,8 @@ export class CliProcess {
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   }
 
-  static start(args: readonly string[]): CliProcess {
-    return new CliProcess(launch(args));
+  static start(args: readonly string[], env?: Record<string, string | undefined>): CliProcess {
+    return new CliProcess(launch(args, env));
   }
 
   get running(): boolean {
