@@ -146,6 +146,16 @@ export function isNonNegativeInteger(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
+/** True when a plain object or array in `value` (64 levels deep at most) has an own `__proto__` key. */
+export function hasOwnProtoKey(value: unknown, depth = 0): boolean {
+  if (value === null || typeof value !== 'object' || depth > 64) return false;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== Array.prototype && proto !== null) return false;
+  if (Object.prototype.hasOwnProperty.call(value, '__proto__')) return true;
+  for (const key in value) if (hasOwnProtoKey((value as Record<string, unknown>)[key], depth + 1)) return true;
+  return false;
+}
+
 /** An XState event: an object with a string `type`. */
 export function isEventObject(value: unknown): value is { type: string } {
   return isRecord(value) && typeof value.type === 'string' && value.type.length > 0;

@@ -8,7 +8,9 @@
  * NATSTATE_FUZZ_SEED to explore other seeds (the failure message names the seed and case).
  */
 import { expect } from 'chai';
-import { decode, encode, type Validator } from '../../lib/codec/codec.js';
+import sinon from 'sinon';
+import superjson from 'superjson';
+import { decode, encode, isRecord, type Validator } from '../../lib/codec/codec.js';
 import { isCommitRecord, isEventStored, isSnapshotRecord } from '../../lib/codec/messages.js';
 import { isMigrationReply, isMigrationRequest, isNodeRequest, isRouteReply, isRouteRequest, isShardDone } from '../../lib/codec/routing.js';
 import { isLeaseRecord, isMemberRecord, isShardMapRecord } from '../../lib/codec/cluster-records.js';
@@ -243,4 +245,36 @@ describe('wire decoders under fuzzing', () => {
       expect(outcomes.rejected, `seed ${seed}`).to.be.greaterThan(CASES_PER_DECODER / 4);
     });
   }
+});
+
+describe('superjson envelopes from outside', () => {
+  afterEach(() => sinon.restore());
+
+  it('refuses a meta of a shape superjson never writes before superjson walks it', () => {
+    const deserialize = sinon.spy(superjson, 'deserialize');
+    for (const meta of ['{"values":{"a":"number"}}', '{"values":"Date"}', '{"values":{"a":[1]}}', '[]', '{"referentialEqualities":{"a":"b"}}', '{"v":"1"}']) {
+      expect(() => decode(bytesOf(`{"json":{"a":"1"},"meta":${meta}}`), isRecord, 'record'), meta).to.throw(DecodeError, 'malformed superjson meta');
+    }
+    expect(deserialize.callCount).to.equal(0);
+    // What natstate writes still reaches superjson and round-trips.
+    const value = { at: new Date(1), tags: new Set(['a']), big: 2n ** 70n, shared: [{ x: 1 }] };
+    expect(decode(encode(value), isRecord, 'record')).to.deep.equal(value);
+    expect(deserialize.callCount).to.equal(1);
+  });
+
+  it('refuses meta paths through __proto__, constructor or prototype with DecodeError', () => {
+    for (const path of ['__proto__.polluted', 'constructor.prototype.polluted', 'a.constructor.prototype', 'prototype']) {
+      const text = `{"json":{"a":{}},"meta":{"values":{${JSON.stringify(path)}:["Date"]}}}`;
+      expect(() => decode(bytesOf(text), isRecord, 'record'), path).to.throw(DecodeError);
+    }
+    expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+  });
+
+  it('encode refuses with EncodeError what superjson will not walk (prototype keys beside a Date)', () => {
+    for (const key of ['constructor', 'prototype']) {
+      expect(() => encode({ type: 'X', at: new Date(0), [key]: { polluted: true } }, 'event')).to.throw(EncodeError, 'cannot encode event');
+    }
+    // The same keys in plain JSON are data like any other.
+    expect(decode(encode({ constructor: { prototype: 1 } }), isRecord, 'record')).to.deep.equal({ constructor: { prototype: 1 } });
+  });
 });
