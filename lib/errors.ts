@@ -60,6 +60,17 @@ export class DecodeError extends NatstateError {
   }
 }
 
+/**
+ * A value cannot be written to the wire: superjson refuses to walk an object with an own
+ * `__proto__`, `constructor` or `prototype` key once the value also holds something plain
+ * JSON cannot carry (a Date, Map, Set, BigInt, undefined, NaN). Nothing was sent or stored.
+ */
+export class EncodeError extends NatstateError {
+  constructor(readonly what: string, reason: string, options?: { cause?: unknown }) {
+    super('ENCODE', `cannot encode ${what}: ${reason}; nothing was sent or stored`, options);
+  }
+}
+
 /** An encoded message would exceed the server's max_payload. Nothing was sent or stored. */
 export class PayloadTooLargeError extends NatstateError {
   constructor(readonly what: string, readonly size: number, readonly limit: number) {

@@ -23,6 +23,7 @@ export {
   UnknownActorTypeError,
   InvalidEventError,
   DecodeError,
+  EncodeError,
   PayloadTooLargeError,
   TimeoutError,
   ClosedError,

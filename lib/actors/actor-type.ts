@@ -9,7 +9,7 @@
  */
 import { createActor, type AnyActorScope, type AnyMachineSnapshot, type AnyStateMachine, type EventObject } from 'xstate';
 import { InvalidEventError } from '../errors.js';
-import { isEventObject } from '../codec/codec.js';
+import { hasOwnProtoKey, isEventObject } from '../codec/codec.js';
 import { machineFingerprint } from './fingerprint.js';
 
 /** An action XState asked to execute (see XState's `ExecutableActionObject`). */
@@ -65,6 +65,12 @@ export class ActorType {
     }
     if (!this.acceptsAnyEvent && !this.events.has(event.type)) {
       throw new InvalidEventError(this.name, event, `the machine "${this.machine.id}" never handles "${event.type}"`);
+    }
+    // `JSON.parse` makes `__proto__` an own key; a machine merging the event with
+    // `Object.assign` would then replace its context's prototype. Decoding drops such keys,
+    // so a command from this process is refused rather than applied differently here.
+    if (hasOwnProtoKey(event)) {
+      throw new InvalidEventError(this.name, event, 'it has an own "__proto__" key');
     }
   }
 

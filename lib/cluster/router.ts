@@ -27,6 +27,7 @@ import {
   ClosedError,
   ConcurrencyError,
   DecodeError,
+  EncodeError,
   MigrationBufferFullError,
   NatstateError,
   NotOwnerError,
@@ -320,6 +321,8 @@ function rebuildError(reply: Extract<RouteReply, { kind: 'error' }>, nodeId: str
       return new PayloadTooLargeError(String(d.what), Number(d.size), Number(d.limit));
     case 'DECODE':
       return new DecodeError(String(d.what), reply.message);
+    case 'ENCODE':
+      return new EncodeError(String(d.what), reply.message);
     case 'CLOSED':
       return new ClosedError(`node ${nodeId}`);
     case 'MIGRATION_BUFFER_FULL':

@@ -4,7 +4,7 @@
  * prototype are dropped, and a validator checks the shape before anything uses it.
  */
 import superjson from 'superjson';
-import { DecodeError, PayloadTooLargeError } from '../errors.js';
+import { DecodeError, EncodeError, PayloadTooLargeError } from '../errors.js';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
@@ -44,22 +44,70 @@ function isPlainJson(value: unknown, depth = 0): boolean {
 /**
  * Encodes a superjson envelope `{ json, meta? }`. Plain JSON values (the common case:
  * events, commands, replies) skip superjson's walk and deep copy; the bytes are the same
- * envelope superjson would write for them.
+ * envelope superjson would write for them. A value superjson refuses (see `EncodeError`)
+ * fails with `EncodeError` naming `what`.
  */
-export function encode(value: unknown): Uint8Array {
-  const text = isPlainJson(value) ? `{"json":${JSON.stringify(value)}}` : JSON.stringify(superjson.serialize(value));
+export function encode(value: unknown, what = 'value'): Uint8Array {
+  if (isPlainJson(value)) return encoder.encode(`{"json":${JSON.stringify(value)}}`);
+  let text: string;
+  try {
+    text = JSON.stringify(superjson.serialize(value));
+  } catch (cause) {
+    throw new EncodeError(what, (cause as Error).message ?? String(cause), { cause });
+  }
   return encoder.encode(text);
 }
 
 /** Encodes and rejects the result before anything is sent if it is over `limit` bytes. */
 export function encodeWithin(value: unknown, limit: number, what: string): Uint8Array {
-  const bytes = encode(value);
+  const bytes = encode(value, what);
   if (bytes.length > limit) throw new PayloadTooLargeError(what, bytes.length, limit);
   return bytes;
 }
 
 function dropPrototypeKeys(key: string, value: unknown): unknown {
   return key === '__proto__' ? undefined : value;
+}
+
+/** A superjson type annotation: `"Date"`, `"map"`..., or `["class" | "symbol" | "custom" | "typed-array", name]`. */
+function isAnnotation(value: unknown): boolean {
+  return typeof value === 'string' || (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string');
+}
+
+/** `[annotation, children?]`, or a record of such trees by path. */
+function isAnnotationTree(tree: unknown): boolean {
+  if (Array.isArray(tree)) {
+    return (tree.length === 1 || tree.length === 2) && isAnnotation(tree[0]) && (tree[1] === undefined || isAnnotationForest(tree[1]));
+  }
+  return isAnnotationForest(tree);
+}
+
+function isAnnotationForest(value: unknown): boolean {
+  return isRecord(value) && Object.values(value).every(isAnnotationTree);
+}
+
+function isPathLists(value: unknown): boolean {
+  return isRecord(value) && Object.values(value).every((paths) => Array.isArray(paths) && paths.every((p) => typeof p === 'string'));
+}
+
+/**
+ * The shape of the `meta` superjson writes. superjson walks a forged one without checks:
+ * a string where it expects a tree recurses until the stack overflows (milliseconds of
+ * CPU per message), so a meta of any other shape is refused before superjson sees it.
+ */
+function isSuperjsonMeta(meta: unknown): boolean {
+  if (!isRecord(meta)) return false;
+  const { values, referentialEqualities, v } = meta;
+  return (
+    (values === undefined || isAnnotationTree(values)) &&
+    (referentialEqualities === undefined ||
+      isPathLists(referentialEqualities) ||
+      (Array.isArray(referentialEqualities) &&
+        (referentialEqualities.length === 1 || referentialEqualities.length === 2) &&
+        isPathLists({ root: referentialEqualities[0] }) &&
+        (referentialEqualities[1] === undefined || isPathLists(referentialEqualities[1])))) &&
+    (v === undefined || typeof v === 'number')
+  );
 }
 
 /** Validates a decoded value and narrows it; returns a reason when it does not fit. */
@@ -80,6 +128,7 @@ export function decode<T>(bytes: Uint8Array, validate: Validator<T>, what: strin
       throw new Error('not a superjson envelope');
     }
     const envelope = parsed as { json: unknown; meta?: unknown };
+    if (envelope.meta !== undefined && !isSuperjsonMeta(envelope.meta)) throw new Error('malformed superjson meta');
     // Without meta there is nothing to revive: the parsed JSON is the value.
     value = envelope.meta === undefined ? envelope.json : superjson.deserialize(envelope as Parameters<typeof superjson.deserialize>[0]);
   } catch (cause) {
@@ -95,6 +144,16 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
 
 export function isNonNegativeInteger(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** True when a plain object or array in `value` (64 levels deep at most) has an own `__proto__` key. */
+export function hasOwnProtoKey(value: unknown, depth = 0): boolean {
+  if (value === null || typeof value !== 'object' || depth > 64) return false;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== Array.prototype && proto !== null) return false;
+  if (Object.prototype.hasOwnProperty.call(value, '__proto__')) return true;
+  for (const key in value) if (hasOwnProtoKey((value as Record<string, unknown>)[key], depth + 1)) return true;
+  return false;
 }
 
 /** An XState event: an object with a string `type`. */
