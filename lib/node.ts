@@ -323,7 +323,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   });
   const stopServing = await transport.serve(nodeId, router.handleRequest);
   const ownedShards = () => shardMap.current?.owners.reduce((n, owner) => (owner === nodeId ? n + 1 : n), 0) ?? 0;
-  const migrationCounts = () => (({ running, completed, failed }) => ({ running, completed, failed }))(migrations?.status() ?? { running: 0, completed: 0, failed: 0 });
+  const migrationCounts = () => migrations?.counts() ?? { running: 0, completed: 0, failed: 0 };
   // When shards move: migrate resident actors to their new owners (or, with migration
   // off, drop them: their next owner recovers them from the store).
   let previousMap = shardMap.current;

@@ -129,6 +129,11 @@ export class MigrationCoordinator {
     this.maxBuffered = options.maxBuffered ?? 1_000;
   }
 
+  /** How many migrations run now, and how many ended each way (without copying `recent`). */
+  counts(): { running: number; completed: number; failed: number } {
+    return { running: this.running, completed: this.completed, failed: this.failed };
+  }
+
   /** Counts, and the last migrations that ended (newest last). */
   status(): { running: number; completed: number; failed: number; recent: readonly ActorMigration[] } {
     return { running: this.running, completed: this.completed, failed: this.failed, recent: [...this.recent] };

@@ -89,6 +89,14 @@ function withState(reply: Reply): RoutedReply {
   return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate, state: stateOf(reply.snapshot) };
 }
 
+/**
+ * The reply's fields, with `state` only when there is one: an undefined key would make
+ * the encoded reply take superjson's slow path.
+ */
+function routed({ accepted, version, commandId, duplicate, state }: RoutedReply): RoutedReply {
+  return state === undefined ? { accepted, version, commandId, duplicate } : { accepted, version, commandId, duplicate, state };
+}
+
 function withoutState(reply: RoutedReply): RoutedReply {
   return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate };
 }
@@ -182,8 +190,7 @@ export class Router {
         throw error;
       }
       if (reply.kind === 'ok') {
-        const { accepted, version, commandId: id, duplicate, state } = reply;
-        return state === undefined ? { accepted, version, commandId: id, duplicate } : { accepted, version, commandId: id, duplicate, state };
+        return routed(reply);
       }
       if (reply.kind === 'error') throw rebuildError(reply, owner);
       last = { epoch: reply.epoch, owner: reply.owner };
@@ -216,8 +223,7 @@ export class Router {
       const answer = await transport.request(source, encodeWithin(request, this.maxPayload, `command for ${type}/${id}`), this.requestTimeoutMs);
       const reply = decode(answer, isRouteReply, `reply from node ${source}`);
       if (reply.kind === 'ok') {
-        const { accepted, version, commandId: applied, duplicate, state } = reply;
-        return state === undefined ? { accepted, version, commandId: applied, duplicate } : { accepted, version, commandId: applied, duplicate, state };
+        return routed(reply);
       }
       if (reply.kind === 'error') throw rebuildError(reply, source);
     } catch (error) {
@@ -278,8 +284,7 @@ export class Router {
       if (owner !== nodeId) return { kind: 'not-owner', epoch: map.epoch, owner };
       const source = migrations?.inTransit(request.type, request.id);
       if (source) {
-        const { accepted, version, commandId, duplicate, state } = await this.handOff(source, request.type, request.id, request.event, request.commandId, request.wantState, map.epoch);
-        return { kind: 'ok', accepted, version, commandId, duplicate, state };
+        return { kind: 'ok', ...routed(await this.handOff(source, request.type, request.id, request.event, request.commandId, request.wantState, map.epoch)) };
       }
     }
     let reply;
@@ -290,14 +295,7 @@ export class Router {
       if (error instanceof ClosedError) return { kind: 'not-owner', epoch: map.epoch, owner: null };
       throw error;
     }
-    return {
-      kind: 'ok',
-      accepted: reply.accepted,
-      version: reply.version,
-      commandId: reply.commandId,
-      duplicate: reply.duplicate,
-      state: request.wantState ? stateOf(reply.snapshot) : undefined,
-    };
+    return { kind: 'ok', ...(request.wantState ? withState(reply) : routed(reply)) };
   }
 }
 
