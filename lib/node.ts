@@ -106,13 +106,13 @@ export interface ClusterOptions {
   readonly migration?:
     | false
     | {
-        /** Migrations running at once on a source node. Default 64. */
+        /** Migrations running at once on a source node. Default 16. */
         readonly concurrency?: number;
         /** Wait for a destination's answer. Default 2,000 ms. */
         readonly transferTimeoutMs?: number;
         /** Transfer attempts before a migration fails. Default 3. */
         readonly maxAttempts?: number;
-        /** Longest a new owner forwards commands for an actor on its way to the old owner. Default 5,000 ms. */
+        /** Longest a new owner forwards commands for an actor on its way to the old owner. Default 30,000 ms. */
         readonly holdMs?: number;
         /** Most commands waiting per actor while it is handed over. Default 1,000. */
         readonly maxBuffered?: number;

@@ -72,13 +72,17 @@ export interface MigrationOptions {
   /** The lease holder: a source reports each shard done to the map's publisher, or to it if the publisher is gone. */
   readonly leader?: () => string | undefined;
   readonly maxPayload: number;
-  /** Migrations running at once on a source. Default 64. */
+  /**
+   * Migrations running at once on a source. Default 16: enough to hide a network round
+   * trip per actor; more makes a hand-over faster but takes CPU from the commands the node
+   * serves meanwhile (B9).
+   */
   readonly concurrency?: number;
   /** Wait for one destination's answer. Default 2,000 ms. */
   readonly transferTimeoutMs?: number;
   /** Transfer attempts before a migration fails. Default 3. */
   readonly maxAttempts?: number;
-  /** Longest a destination forwards commands for an incoming shard to its source. Default 5,000 ms. */
+  /** Longest a destination forwards commands for an incoming shard to its source (the source normally reports the shard done first). Default 30,000 ms. */
   readonly holdMs?: number;
   /** Most forwarded commands waiting per actor during its hand-over. Default 1,000. */
   readonly maxBuffered?: number;
@@ -122,10 +126,10 @@ export class MigrationCoordinator {
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly options: MigrationOptions) {
-    this.concurrency = options.concurrency ?? 64;
+    this.concurrency = options.concurrency ?? 16;
     this.transferTimeoutMs = options.transferTimeoutMs ?? 2_000;
     this.maxAttempts = options.maxAttempts ?? 3;
-    this.holdMs = options.holdMs ?? 5_000;
+    this.holdMs = options.holdMs ?? 30_000;
     this.maxBuffered = options.maxBuffered ?? 1_000;
   }
 
