@@ -107,9 +107,12 @@ export class Journal<E extends AnyEventObject, C extends Record<string, unknown>
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, MAX_BATCH);
         try {
+          const commitId = this.commitPrefix + (this.nextCommit++).toString(36);
           const result = await this.options.store.append(this.options.stream, batch, {
             expectedVersion: this.version,
-            commitId: this.commitPrefix + (this.nextCommit++).toString(36),
+            commitId,
+            // Records need ids too (the store would draw a random one per record); the commit's own is unique.
+            commandIds: batch.map((_, i) => `${commitId}.${i}`),
           });
           this.version = result.version;
           this.sequence = result.sequence;
