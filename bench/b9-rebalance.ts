@@ -105,10 +105,12 @@ async function run(rig: Rig, targetSeconds: number) {
     }
   };
   const load = Promise.all(Array.from({ length: IN_FLIGHT }, (_, w) => worker(w)));
-  await new Promise((r) => setTimeout(r, 300));
+  // Warm up, then measure the steady rate over 2 s (1 s samples right after the preload
+  // varied by a third from run to run).
+  await new Promise((r) => setTimeout(r, 1000));
   const beforeStart = performance.now();
   const doneBefore = done;
-  await new Promise((r) => setTimeout(r, 1000));
+  await new Promise((r) => setTimeout(r, 2000));
   const beforePerSecond = ((done - doneBefore) / (performance.now() - beforeStart)) * 1000;
 
   const epoch = rig.nodes[0].cluster().epoch;

@@ -106,7 +106,7 @@ export interface ClusterOptions {
   readonly migration?:
     | false
     | {
-        /** Migrations running at once on a source node. Default 16. */
+        /** Migrations running at once on a source node. Default 12. */
         readonly concurrency?: number;
         /** Wait for a destination's answer. Default 2,000 ms. */
         readonly transferTimeoutMs?: number;

@@ -73,7 +73,7 @@ export interface MigrationOptions {
   readonly leader?: () => string | undefined;
   readonly maxPayload: number;
   /**
-   * Migrations running at once on a source. Default 16: enough to hide a network round
+   * Migrations running at once on a source. Default 12: enough to hide a network round
    * trip per actor; more makes a hand-over faster but takes CPU from the commands the node
    * serves meanwhile (B9).
    */
@@ -126,7 +126,7 @@ export class MigrationCoordinator {
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly options: MigrationOptions) {
-    this.concurrency = options.concurrency ?? 16;
+    this.concurrency = options.concurrency ?? 12;
     this.transferTimeoutMs = options.transferTimeoutMs ?? 2_000;
     this.maxAttempts = options.maxAttempts ?? 3;
     this.holdMs = options.holdMs ?? 30_000;
