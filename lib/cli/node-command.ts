@@ -31,6 +31,8 @@ ${natsAuthHelp(29)}
   --lease-ms MS              leader lease (default: the failure timeout)
   --replicas N               JetStream replicas of the namespace's stream and buckets when
                              this node creates them (default 1; 3 on a 3-server NATS cluster)
+  --start-timeout-ms MS      keep retrying a start that times out (JetStream busy, e.g. a
+                             NATS cluster electing its leaders) this long (default 60000)
 
 Example (three terminals, then natstate status):
   natstate node --nats nats://127.0.0.1:4222 --namespace bank --actors dist/examples/bank/actors.js --node-id n1`;
@@ -46,7 +48,14 @@ const OPTIONS = {
   'failure-timeout-ms': { type: 'string' },
   'lease-ms': { type: 'string' },
   replicas: { type: 'string' },
+  'start-timeout-ms': { type: 'string' },
 } as const;
+
+/** A timeout anywhere in the error's cause chain (natstate's TimeoutError or nats.js's). */
+function isTimeout(error: unknown): boolean {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) if (e.name === 'TimeoutError') return true;
+  return false;
+}
 
 const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
 
@@ -65,6 +74,7 @@ export async function run(argv: readonly string[]): Promise<number> {
   const failureTimeoutMs = integer('node', 'failure-timeout-ms', values['failure-timeout-ms'], 5_000, heartbeatMs + 1);
   const leaseMs = integer('node', 'lease-ms', values['lease-ms'], failureTimeoutMs, 30);
   const replicas = integer('node', 'replicas', values.replicas, 1, 1, 5);
+  const startTimeoutMs = integer('node', 'start-timeout-ms', values['start-timeout-ms'], 60_000, 0);
   const actors = await loadActors(actorsModule);
 
   const nodeId = values['node-id'] ?? uuid();
@@ -88,19 +98,30 @@ export async function run(argv: readonly string[]): Promise<number> {
     migration: { onMigration: (m) => migrations.add(m) },
   };
   let node: NatstateNode<ActorTypes>;
-  try {
-    node = await createNode({
-      actors,
-      namespace,
-      nodeId,
-      nats: nc,
-      jetstream: { replicas },
-      cluster,
-      onError: (error, context) => log(`warning (${context}): ${error instanceof Error ? error.message : String(error)}`),
-    });
-  } catch (error) {
-    await nc.close();
-    throw error;
+  const startDeadline = Date.now() + startTimeoutMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      node = await createNode({
+        actors,
+        namespace,
+        nodeId,
+        nats: nc,
+        jetstream: { replicas },
+        cluster,
+        onError: (error, context) => log(`warning (${context}): ${error instanceof Error ? error.message : String(error)}`),
+      });
+      break;
+    } catch (error) {
+      // A timeout is JetStream not answering yet (a restarted server, a cluster electing
+      // its leaders): try again. Anything else, or past the deadline, is final.
+      const wait = Math.min(5_000, 250 * 2 ** attempt);
+      if (!isTimeout(error) || Date.now() + wait > startDeadline) {
+        await nc.close();
+        throw error;
+      }
+      log(`starting: ${(error as Error).message}; retrying in ${duration(wait)}`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
   }
   const view = node.cluster();
   log(`node ${node.id} up: namespace ${namespace}, actor types ${Object.keys(actors).join(', ')}, ${view.shardCount} shards, NATS ${nc.getServer()}`);
