@@ -88,14 +88,16 @@ export class Journal<E extends AnyEventObject, C extends Record<string, unknown>
    * same moment as the version it is saved with is read; if more events arrive while
    * earlier ones are written, no checkpoint is taken (false), the next one will be.
    */
-  async checkpoint(state: () => C): Promise<boolean> {
+  async checkpoint(state: () => C | undefined): Promise<boolean> {
     await this.flush();
     if (this.writing || this.queue.length > 0) return false;
+    const summary = state();
+    if (summary === undefined) return false;
     await this.options.store.saveSnapshot(this.options.stream, {
       version: this.version,
       sequence: this.sequence,
       fingerprint: CHECKPOINT_FINGERPRINT,
-      state: state(),
+      state: summary,
       recentCommands: [],
       time: Date.now(),
     });

@@ -159,9 +159,9 @@ export class RebalanceSupervisor {
   tick(): void {
     const snapshot = this.actor?.getSnapshot();
     if (!snapshot) return;
-    // Never expected, seen once under load and not explained yet: a machine that errored,
-    // or one left in Migrating with nothing remaining. Report it and recover rather than
-    // pace every later plan behind it.
+    // Never expected: a machine that errored, or one left in Migrating with nothing
+    // remaining (what a checkpoint of a stopped machine led to, see commit()). Report it
+    // and recover rather than pace every later plan behind it.
     if (snapshot.status === 'error') {
       reportError(this.options.onError, snapshot.error, 'rebalance supervisor failed; replaying its journal');
       this.stop();
@@ -184,7 +184,8 @@ export class RebalanceSupervisor {
     // Replayed without the inspector (it would show history as if live), then inspected from there.
     const replay = createActor(rebalanceMachine, {
       input: { leader: this.options.nodeId },
-      ...(checkpoint ? { snapshot: checkpoint.snapshot as never } : {}),
+      // A checkpoint an older version took from a stopped machine is still a state of it.
+      ...(checkpoint ? { snapshot: { ...(checkpoint.snapshot as object), status: 'active' } as never } : {}),
     }).start();
     for (const event of events) replay.send(event);
     const persisted = replay.getPersistedSnapshot();
@@ -240,7 +241,11 @@ export class RebalanceSupervisor {
       const epoch = actor.getSnapshot().context.epoch ?? 0;
       this.committing = false;
       this.send({ type: 'COMMITTED', epoch });
-      await this.journal.checkpoint(() => ({ snapshot: actor.getPersistedSnapshot() }));
+      // Only while this machine is still the running one: a stopped actor's snapshot
+      // (leadership lost, node closing meanwhile) says "stopped", and a machine restored
+      // from it takes events but never its eventless transitions (seen as a supervisor
+      // stuck in Migrating with nothing remaining, or in Committing).
+      await this.journal.checkpoint(() => (this.actor === actor ? { snapshot: actor.getPersistedSnapshot() } : undefined));
     } catch (error) {
       this.committing = false;
       reportError(this.options.onError, error, 'rebalance commit');

@@ -126,6 +126,61 @@ describe('RebalanceSupervisor', () => {
     expect(read.firstCall.args[1]?.fromVersion).to.be.greaterThan(0);
   });
 
+  it('never checkpoints a machine stopped while it commits (a leader that loses its lease or closes meanwhile)', async () => {
+    const store = new MemoryEventStore();
+    const old = supervisor(store, { nodeId: 'old' });
+    await old.sup.ready();
+    // Slow writes: the plan's end is still being written when the leader stops.
+    const append = store.append.bind(store);
+    sinon.stub(store, 'append').callsFake(async (...args) => {
+      await new Promise((r) => setTimeout(r, 20));
+      return append(...args);
+    });
+    old.sup.planned(7, moves);
+    old.sup.shardDone({ shard: 1, epoch: 7, ok: true });
+    old.sup.shardDone({ shard: 2, epoch: 7, ok: true });
+    await until(() => old.sup.status === 'Idle');
+    old.sup.stop();
+    await new Promise((r) => setTimeout(r, 100));
+    const checkpoint = await store.loadSnapshot(REBALANCE_STREAM);
+    expect((checkpoint?.state as { snapshot?: { status?: string } } | undefined)?.snapshot?.status ?? 'none').to.not.equal('stopped');
+    sinon.restore();
+
+    // The next leader runs a plan to its end.
+    const next = supervisor(store, { nodeId: 'new' });
+    await next.sup.ready();
+    next.sup.planned(8, moves);
+    next.sup.shardDone({ shard: 1, epoch: 8, ok: true });
+    next.sup.shardDone({ shard: 2, epoch: 8, ok: true });
+    await until(() => next.sup.status === 'Idle');
+    expect(next.sup.view()?.lastEpoch).to.equal(8);
+  });
+
+  it('resumes from a checkpoint an older version took of a stopped machine', async () => {
+    const store = new MemoryEventStore();
+    const old = supervisor(store, { nodeId: 'old' });
+    await old.sup.ready();
+    old.sup.planned(7, moves);
+    await new Promise((r) => setTimeout(r, 20));
+    old.sup.stop();
+    // What such a checkpoint held: the plan Migrating, with status "stopped".
+    const version = await store.version(REBALANCE_STREAM);
+    const probe = supervisor(new MemoryEventStore(), { nodeId: 'probe' });
+    await probe.sup.ready();
+    probe.sup.planned(7, moves);
+    const snapshot = { ...((probe.sup as unknown as { actor: { getPersistedSnapshot(): object } }).actor.getPersistedSnapshot()), status: 'stopped' };
+    probe.sup.stop();
+    await store.saveSnapshot(REBALANCE_STREAM, { version, sequence: 0, fingerprint: 'natstate-journal-1', state: { snapshot }, recentCommands: [], time: Date.now() });
+
+    const next = supervisor(store, { nodeId: 'new' });
+    await next.sup.ready();
+    expect(next.sup.view()).to.include({ status: 'Migrating', epoch: 7, remaining: 2 });
+    next.sup.shardDone({ shard: 1, epoch: 7, ok: true });
+    next.sup.shardDone({ shard: 2, epoch: 7, ok: true });
+    await until(() => next.sup.status === 'Idle');
+    expect(next.sup.view()?.lastEpoch).to.equal(7);
+  });
+
   it('closes a plan left unfinished by a leader that died, after resumeGraceMs, with what is done', async () => {
     const store = new MemoryEventStore();
     const old = supervisor(store, { nodeId: 'old' });
