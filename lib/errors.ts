@@ -149,8 +149,9 @@ export function reportError(onError: ((error: Error) => void) | undefined, error
 }
 
 /**
- * Too many commands are waiting for an actor that is migrating to this node; this one
- * was refused rather than queued without bound. Nothing was stored; retry shortly.
+ * Too many commands are waiting for an actor while its previous owner hands it over to
+ * its new owner; this one was refused rather than queued without bound. Nothing was
+ * stored; retry shortly.
  */
 export class MigrationBufferFullError extends NatstateError {
   constructor(
