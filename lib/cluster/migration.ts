@@ -140,7 +140,7 @@ export class MigrationCoordinator {
 
   /** Counts, and the last migrations that ended (newest last). */
   status(): { running: number; completed: number; failed: number; recent: readonly ActorMigration[] } {
-    return { running: this.running, completed: this.completed, failed: this.failed, recent: [...this.recent] };
+    return { ...this.counts(), recent: [...this.recent] };
   }
 
   /** Reacts to a new shard map: migrate what left this node, hold what is on its way here. */
@@ -242,7 +242,8 @@ export class MigrationCoordinator {
       getSnapshot: () => driver.snapshot(),
     };
     // From here on, commands forwarded for this actor wait until its hand-over ends.
-    this.handingOver.set(keyOf(type, id), []);
+    const waiting: ((moved: false) => void)[] = [];
+    this.handingOver.set(keyOf(type, id), waiting);
     try {
       // The new map already routes this actor's commands to `to`; let the one in flight finish.
       machine.send({ type: 'PAUSE' });
@@ -283,8 +284,8 @@ export class MigrationCoordinator {
       // Acked or failed, this node no longer owns the actor: drop the copy, and send the
       // commands that waited for it back to the new owner, in order.
       host.release(type, id);
-      for (const moved of this.handingOver.get(keyOf(type, id)) ?? []) moved(false);
       this.handingOver.delete(keyOf(type, id));
+      for (const moved of waiting) moved(false);
       if (migrationStatus(machine.getSnapshot()) === 'Acked') machine.send({ type: 'DELETED' });
       this.running--;
       this.record(driver.snapshot());

@@ -97,10 +97,6 @@ function routed({ accepted, version, commandId, duplicate, state }: RoutedReply)
   return state === undefined ? { accepted, version, commandId, duplicate } : { accepted, version, commandId, duplicate, state };
 }
 
-function withoutState(reply: RoutedReply): RoutedReply {
-  return { accepted: reply.accepted, version: reply.version, commandId: reply.commandId, duplicate: reply.duplicate };
-}
-
 export class Router {
   private readonly requestTimeoutMs: number;
   private readonly deadlineMs: number;
@@ -119,7 +115,7 @@ export class Router {
    * this node owns the actor it goes straight to the host, no routing machinery at all.
    */
   send(type: string, id: string, event: AnyEventObject, commandId: string | undefined): Promise<RoutedReply> {
-    return this.local(type, id, event, commandId, false) ?? this.sendMessage(type, id, event, commandId, false).then(withoutState);
+    return this.local(type, id, event, commandId, false) ?? this.sendMessage(type, id, event, commandId, false).then(routed);
   }
 
   /** `sendMessage` with the state in the reply, with the same local fast path. */
