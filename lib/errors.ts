@@ -163,6 +163,17 @@ export class MigrationBufferFullError extends NatstateError {
   }
 }
 
+/** A migration option (`cluster.migration`) that cannot be honoured; the node does not start. */
+export class MigrationOptionError extends NatstateError {
+  constructor(
+    readonly option: string,
+    readonly value: unknown,
+    reason: string,
+  ) {
+    super('INVALID_MIGRATION_OPTION', `cluster.migration.${option} ${reason} (got ${String(value)})`);
+  }
+}
+
 /**
  * natstate opened a NATS connection and no server took it: unreachable, a TLS handshake
  * that failed, a refused connection. `servers` never carry credentials.

@@ -32,6 +32,7 @@ export {
   NotOwnerError,
   RemoteError,
   MigrationBufferFullError,
+  MigrationOptionError,
   NatsConnectionError,
   NatsAuthorizationError,
 } from './errors.js';

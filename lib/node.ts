@@ -108,6 +108,8 @@ export interface ClusterOptions {
     | {
         /** Migrations running at once on a source node. Default 12. */
         readonly concurrency?: number;
+        /** Most migrations a source node starts per second, evenly spaced (Infinity: no limit). Default 500. */
+        readonly maxPerSecond?: number;
         /** Wait for a destination's answer. Default 2,000 ms. */
         readonly transferTimeoutMs?: number;
         /** Transfer attempts before a migration fails. Default 3. */
@@ -284,7 +286,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         maxPayload,
         ...migrationOptions,
         inspect: options.inspect,
-        journal: new Journal<MigrationRecord>({ store, stream: { type: `${SYSTEM_TYPE_PREFIX}migrations`, id: nodeId }, onError: report('migration journal') }),
+        journal: new Journal<MigrationRecord>({ store, stream: { type: `${SYSTEM_TYPE_PREFIX}migrations`, id: nodeId }, coalesce: true, onError: report('migration journal') }),
         onError: report('migration'),
       })
     : undefined;

@@ -29,6 +29,14 @@ export interface JournalOptions {
   readonly stream: StreamId;
   /** A write that failed; the events it carried are dropped (see above). */
   readonly onError: (error: Error) => void;
+  /**
+   * Let the rest of the current turn of the event loop record too before a write starts,
+   * so one commit carries it all. In-process stores answer at once, so without it nearly
+   * every record of a busy journal is its own commit. Only for a journal with a single
+   * writer (a node's migrations): a leader's records must be stored before a successor
+   * can read them.
+   */
+  readonly coalesce?: boolean;
 }
 
 export class Journal<E extends AnyEventObject, C extends Record<string, unknown> = Record<string, unknown>> {
@@ -106,6 +114,7 @@ export class Journal<E extends AnyEventObject, C extends Record<string, unknown>
 
   private async drain(): Promise<void> {
     try {
+      if (this.options.coalesce) await new Promise<void>((resolve) => setImmediate(resolve));
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, MAX_BATCH);
         try {

@@ -27,7 +27,7 @@ import { createActor, type Actor, type InspectionEvent, type Observer } from 'xs
 import type { ActorHost } from '../actors/actor-host.js';
 import { decode, encodeWithin } from '../codec/codec.js';
 import { isMigrationReply, type MigrationReply, type MigrationRequest, type ShardDone } from '../codec/routing.js';
-import { MigrationBufferFullError, reportError } from '../errors.js';
+import { MigrationBufferFullError, MigrationOptionError, reportError } from '../errors.js';
 import {
   backoffMs,
   isFinalMigration,
@@ -78,6 +78,12 @@ export interface MigrationOptions {
    * serves meanwhile (B9).
    */
   readonly concurrency?: number;
+  /**
+   * Most migrations a source starts per second (Infinity: no limit). Default 500. A
+   * hand-over competes for CPU with the commands the node serves meanwhile; spread out,
+   * it takes a bounded share (B9). `concurrency` still hides the round trips.
+   */
+  readonly maxPerSecond?: number;
   /** Wait for one destination's answer. Default 2,000 ms. */
   readonly transferTimeoutMs?: number;
   /** Transfer attempts before a migration fails. Default 3. */
@@ -109,6 +115,10 @@ const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resol
 
 export class MigrationCoordinator {
   private readonly concurrency: number;
+  /** Milliseconds between migration starts (0: no pacing). */
+  private readonly interval: number;
+  /** When (performance.now()) the next migration may start. */
+  private nextStart = 0;
   private readonly transferTimeoutMs: number;
   private readonly maxAttempts: number;
   private readonly holdMs: number;
@@ -127,6 +137,10 @@ export class MigrationCoordinator {
 
   constructor(private readonly options: MigrationOptions) {
     this.concurrency = options.concurrency ?? 12;
+    if (!Number.isSafeInteger(this.concurrency) || this.concurrency < 1) throw new MigrationOptionError('concurrency', options.concurrency, 'must be an integer >= 1');
+    const maxPerSecond = options.maxPerSecond ?? 500;
+    if (typeof maxPerSecond !== 'number' || !(maxPerSecond > 0)) throw new MigrationOptionError('maxPerSecond', options.maxPerSecond, 'must be a number > 0 (Infinity: no limit)');
+    this.interval = 1000 / maxPerSecond;
     this.transferTimeoutMs = options.transferTimeoutMs ?? 2_000;
     this.maxAttempts = options.maxAttempts ?? 3;
     this.holdMs = options.holdMs ?? 30_000;
@@ -213,6 +227,7 @@ export class MigrationCoordinator {
         await yieldToEventLoop();
         if (next >= actors.length) break;
         const a = actors[next++];
+        await this.pace();
         const shard = shardOf(a.id, shardCount);
         const status = await this.migrate(a.type, a.id, destination.get(shard)!, rebalance.epoch);
         if (status !== 'Deleted') failedShards.add(shard);
@@ -222,6 +237,15 @@ export class MigrationCoordinator {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.concurrency, actors.length) }, worker));
+  }
+
+  /** Waits for this migration's start slot: at most `maxPerSecond` start each second, evenly spaced. */
+  private async pace(): Promise<void> {
+    if (this.interval === 0) return;
+    const now = performance.now();
+    const slot = Math.max(now, this.nextStart);
+    this.nextStart = slot + this.interval;
+    if (slot - now >= 1) await sleep(slot - now);
   }
 
   /** One actor, driven through the migration machine. */

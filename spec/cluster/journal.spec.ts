@@ -20,6 +20,18 @@ describe('Journal', () => {
     expect(events.map((e) => e.n)).to.deep.equal(Array.from({ length: 100 }, (_, i) => i + 1));
   });
 
+  it('with coalesce, waits for the rest of the turn: records from several callbacks of one turn share one commit', async () => {
+    const store = new MemoryEventStore();
+    const append = sinon.spy(store, 'append');
+    const journal = new Journal<Entry>({ store, stream: STREAM, coalesce: true, onError: (e) => expect.fail(e.message) });
+    // Like migrations that each record a step from their own setImmediate callback.
+    await Promise.all(Array.from({ length: 10 }, (_, i) => new Promise<void>((resolve) => setImmediate(() => (journal.record({ type: 'E', n: i + 1 }), resolve())))));
+    await journal.flush();
+    expect(append.callCount).to.equal(1);
+    const { events } = await new Journal<Entry>({ store, stream: STREAM, onError: () => {} }).open();
+    expect(events.map((e) => e.n)).to.deep.equal(Array.from({ length: 10 }, (_, i) => i + 1));
+  });
+
   it('opens from its newest checkpoint and continues appending after what it read', async () => {
     const store = new MemoryEventStore();
     const first = new Journal<Entry, { sum: number }>({ store, stream: STREAM, onError: (e) => expect.fail(e.message) });

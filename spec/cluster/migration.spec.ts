@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import sinon from 'sinon';
 import type { InspectionEvent } from 'xstate';
-import { createMemoryCluster, MigrationBufferFullError, type MemoryCluster, type NatstateNode, type RecordedEvent } from '../../lib/index.js';
+import { createMemoryCluster, MigrationBufferFullError, MigrationOptionError, type MemoryCluster, type NatstateNode, type RecordedEvent } from '../../lib/index.js';
 import { MigrationCoordinator, type MigrationRecord } from '../../lib/cluster/migration.js';
 import { Journal } from '../../lib/cluster/journal.js';
 import { decode, encode, isRecord } from '../../lib/codec/codec.js';
@@ -117,6 +117,33 @@ describe('live migration (embedded cluster)', function () {
     await eventually(() => joined.cluster().ownedShards, (n) => n > 0, 5_000);
     await settled(cluster);
     for (let i = 0; i < 60; i++) expect((await joined.state('account', `acc-${i}`)).context.balance).to.equal(1);
+  });
+
+  it('starts at most maxPerSecond migrations per second on a source, evenly spaced', async () => {
+    const ended: number[] = [];
+    const migration = { maxPerSecond: 50, onMigration: () => ended.push(performance.now()) };
+    cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: { ...FAST, migration } });
+    await settled(cluster);
+    for (let i = 0; i < 40; i++) await cluster.nodes[0].send('account', `acc-${i}`, { type: 'DEPOSIT', amount: 1 });
+    await cluster.addNode();
+    await settled(cluster);
+    expect(ended.length).to.be.greaterThan(10);
+    // One source: starts 20 ms apart, so the last one ends at least (n - 1) × 20 ms after
+    // the first (unpaced, an embedded hand-over of this size takes a few milliseconds).
+    expect(ended[ended.length - 1] - ended[0]).to.be.at.least((ended.length - 1) * 20 - 5);
+    for (let i = 0; i < 40; i++) expect((await cluster.nodes[1].state('account', `acc-${i}`)).context.balance).to.equal(1);
+  });
+
+  it('refuses migration options it cannot honour with MigrationOptionError', async () => {
+    for (const migration of [{ maxPerSecond: 0 }, { maxPerSecond: Number.NaN }, { concurrency: 0 }, { concurrency: 1.5 }]) {
+      let error: unknown;
+      try {
+        cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: { ...FAST, migration } });
+      } catch (e) {
+        error = e;
+      }
+      expect(error, JSON.stringify(migration)).to.be.instanceOf(MigrationOptionError);
+    }
   });
 
   it('stops holding the commands of a crashed source’s shards as soon as it is known failed', async () => {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { nkeyAuthenticator } from '@nats-io/nats-core';
 import { createNode, NatsAuthorizationError, NatsConnectionError } from '../../lib/index.js';
-import { redactServers } from '../../lib/nats/connect.js';
+import { connectToNats, redactServers } from '../../lib/nats/connect.js';
 import { account } from '../../examples/bank/account.machine.js';
 import { freePort, NatsServer } from '../support/nats-server.js';
 import { userNkey } from '../support/credentials.js';
@@ -59,6 +59,18 @@ describe('createNode with NATS connection options (credentials pass through)', f
     );
     expect(error).to.be.instanceOf(NatsConnectionError);
     expect((error as NatsConnectionError).message).to.match(new RegExp(`^cannot connect to NATS at ${url}: `));
+  });
+
+  it('turns nats.js async traces off unless the caller sets noAsyncTraces', async () => {
+    const traces = (nc: unknown) => (nc as { protocol: { options: { noAsyncTraces?: boolean } } }).protocol.options.noAsyncTraces;
+    const byDefault = await connectToNats({ servers: server.url, user: 'alice', pass: 'right-pw' });
+    const chosen = await connectToNats({ servers: server.url, user: 'alice', pass: 'right-pw', noAsyncTraces: false });
+    try {
+      expect(traces(byDefault)).to.equal(true);
+      expect(traces(chosen)).to.equal(false);
+    } finally {
+      await Promise.all([byDefault.close(), chosen.close()]);
+    }
   });
 
   it('redactServers leaves credentials out of server URLs', () => {
