@@ -124,6 +124,13 @@ export class MigrationCoordinator {
   private readonly holdMs: number;
   private readonly maxBuffered: number;
   private readonly incoming = new Map<number, Incoming>();
+  /**
+   * Shards moving between two other nodes, or away from this one, whose hand-over has not
+   * been reported done: commands for their actors go to the previous owner first, which
+   * serves them warm until each actor's own hand-over (see `previousOwner`).
+   */
+  private readonly moving = new Map<number, { readonly from: string; readonly epoch: number }>();
+  private readonly movingTimers = new Set<NodeJS.Timeout>();
   /** `shard:epoch` of shard-done messages that arrived before this node saw that epoch. */
   private readonly doneEarly = new Set<string>();
   /** Source side: commands forwarded for each actor being handed over, waiting for its hand-over to end. */
@@ -165,12 +172,27 @@ export class MigrationCoordinator {
     }
     const { nodeId, isLive } = this.options;
     const outgoing: { shard: number; to: string }[] = [];
+    let moved = false;
     for (let shard = 0; shard < next.shardCount; shard++) {
       const before = previous.owners[shard];
       const after = next.owners[shard];
       if (before === after) continue;
+      this.moving.delete(shard);
       if (before === nodeId && after) outgoing.push({ shard, to: after });
       else if (after === nodeId && before && before !== nodeId && isLive(before)) this.expect(shard, before, next.epoch);
+      if (before && after && after !== nodeId && (before === nodeId || isLive(before))) {
+        this.moving.set(shard, { from: before, epoch: next.epoch });
+        moved = true;
+      }
+    }
+    if (moved) {
+      // Like a destination's hold: a report that never comes (lost, or its source hung) ends after holdMs.
+      const timer = setTimeout(() => {
+        this.movingTimers.delete(timer);
+        for (const [shard, entry] of this.moving) if (entry.epoch === next.epoch) this.moving.delete(shard);
+      }, this.holdMs);
+      timer.unref();
+      this.movingTimers.add(timer);
     }
     // Resident actors of shards this node does not own and is not handing over are dropped.
     const handingOver = new Set(outgoing.map((m) => m.shard));
@@ -199,20 +221,28 @@ export class MigrationCoordinator {
     const publisher = map?.leader;
     const leader = publisher && (this.options.isLive(publisher) || !this.options.isLive(nodeId)) ? publisher : (this.options.leader?.() ?? publisher);
     const destination = new Map(rebalance.moves.map((m) => [m.shard, m.to]));
-    const actors = host.residentsWhere((_type, id) => destination.has(shardOf(id, shardCount)));
+    // Shard by shard: each shard is reported done as early as it can be, and from then on
+    // its commands go straight to the new owner instead of through this node.
+    const actors = host
+      .residentsWhere((_type, id) => destination.has(shardOf(id, shardCount)))
+      .map((a) => ({ ...a, shard: shardOf(a.id, shardCount) }))
+      .sort((a, b) => a.shard - b.shard);
     // Counted as running from now on, queued or in flight, until each one ends.
     this.running += actors.length;
     const pendingPerShard = new Map<number, number>();
     const failedShards = new Set<number>();
-    for (const a of actors) {
-      const shard = shardOf(a.id, shardCount);
-      pendingPerShard.set(shard, (pendingPerShard.get(shard) ?? 0) + 1);
-    }
+    for (const a of actors) pendingPerShard.set(a.shard, (pendingPerShard.get(a.shard) ?? 0) + 1);
     const finishShard = (shard: number) => {
       const to = destination.get(shard)!;
       const message: ShardDone = { kind: 'shard-done', shard, epoch: rebalance.epoch, from: nodeId, ok: !failedShards.has(shard) };
-      void this.shardDone(to, message);
-      if (leader && leader !== to) void this.shardDone(leader, message);
+      if (this.moving.get(shard)?.from === nodeId) this.moving.delete(shard);
+      // The destination stops forwarding, the leader counts the shard, and every other node
+      // stops sending its commands here first.
+      // (The leader may be this node: it hears through the transport like everyone else.)
+      const recipients = new Set([to, ...(this.options.shardMap.current?.owners ?? [])]);
+      recipients.delete(nodeId);
+      if (leader) recipients.add(leader);
+      for (const recipient of recipients) if (recipient) void this.shardDone(recipient, message);
     };
     for (const m of rebalance.moves) if (!pendingPerShard.has(m.shard)) finishShard(m.shard);
 
@@ -228,7 +258,7 @@ export class MigrationCoordinator {
         if (next >= actors.length) break;
         const a = actors[next++];
         await this.pace();
-        const shard = shardOf(a.id, shardCount);
+        const { shard } = a;
         const status = await this.migrate(a.type, a.id, destination.get(shard)!, rebalance.epoch);
         if (status !== 'Deleted') failedShards.add(shard);
         const left = pendingPerShard.get(shard)! - 1;
@@ -394,10 +424,13 @@ export class MigrationCoordinator {
   /** Destination side: a source failed; the shards it was to hand over come from the store instead. */
   sourceFailed(nodeId: string): void {
     for (const [shard, entry] of [...this.incoming]) if (entry.from === nodeId) this.releaseShard(shard);
+    for (const [shard, entry] of this.moving) if (entry.from === nodeId) this.moving.delete(shard);
   }
 
   /** Destination side: the source finished a shard; its remaining commands may run. */
   handleShardDone(message: ShardDone): void {
+    const moving = this.moving.get(message.shard);
+    if (moving && moving.from === message.from && moving.epoch <= message.epoch) this.moving.delete(message.shard);
     const entry = this.incoming.get(message.shard);
     if (entry && entry.epoch <= message.epoch) this.releaseShard(message.shard);
     else if (!entry) {
@@ -417,6 +450,17 @@ export class MigrationCoordinator {
     if (!map) return undefined;
     const entry = this.incoming.get(shardOf(id, map.shardCount));
     return entry && !this.options.host.isResident(type, id) ? entry.from : undefined;
+  }
+
+  /**
+   * Any node, for a command it routes to another node: the previous owner of the actor's
+   * shard while that shard is moving (not reported done yet), or undefined. The previous
+   * owner serves it warm if the actor has not been handed over yet (it may be this node).
+   */
+  previousOwner(id: string): string | undefined {
+    if (this.moving.size === 0) return undefined;
+    const map = this.options.shardMap.current;
+    return map ? this.moving.get(shardOf(id, map.shardCount))?.from : undefined;
   }
 
   /**
@@ -485,6 +529,9 @@ export class MigrationCoordinator {
     this.closed = true;
     await Promise.all([...this.inFlight]);
     for (const shard of [...this.incoming.keys()]) this.releaseShard(shard);
+    for (const timer of this.movingTimers) clearTimeout(timer);
+    this.movingTimers.clear();
+    this.moving.clear();
     // Every migration is final now: the next start of this node id reads from here.
     await this.options.journal?.checkpoint(() => ({})).catch((error: unknown) => reportError(this.options.onError, error, 'migration journal'));
   }

@@ -51,6 +51,8 @@ export interface MigrationHooks {
   inTransit(type: string, id: string): string | undefined;
   /** For a forwarded command: true to serve it here, false once the actor left (see `RouteRequest.handoff`). */
   admitHandoff(type: string, id: string): Promise<boolean> | boolean;
+  /** The previous owner of the actor's shard while the shard is moving, which may still hold it warm. */
+  previousOwner?(id: string): string | undefined;
   handleMigrationRequest(request: MigrationRequest): Promise<MigrationReply>;
   handleShardDone(message: ShardDone): void;
 }
@@ -166,6 +168,12 @@ export class Router {
         await this.awaitNewerMap(map.epoch, remaining);
         continue;
       }
+      const previous = attempt === 0 ? this.options.migrations?.previousOwner?.(id) : undefined;
+      if (previous && previous !== owner) {
+        request ??= { type, id, event, commandId: commandId ?? this.newCommandId(), epoch: 0, wantState };
+        const served = await this.atPreviousOwner(previous, request, map.epoch, remaining);
+        if (served) return served;
+      }
       let reply: RouteReply;
       try {
         request ??= { type, id, event, commandId: commandId ?? this.newCommandId(), epoch: 0, wantState };
@@ -212,21 +220,37 @@ export class Router {
    * was installed or is recovered from the store. The command id makes a repeat harmless.
    */
   private async handOff(source: string, type: string, id: string, event: AnyEventObject | undefined, commandId: string | undefined, wantState: boolean, epoch: number): Promise<RoutedReply> {
-    const { host, transport } = this.options;
+    const { host } = this.options;
     host.validate(type, id, event);
-    const request: RouteRequest = { type, id, event, commandId: commandId ?? this.newCommandId(), epoch, wantState, handoff: true };
+    const request: RouteRequest = { type, id, event, commandId: commandId ?? this.newCommandId(), epoch, wantState };
+    const served = await this.atPreviousOwner(source, request, epoch, this.requestTimeoutMs);
+    if (served) return served;
+    const reply = await host.dispatch(type, id, event, request.commandId);
+    return wantState ? withState(reply) : reply;
+  }
+
+  /**
+   * The actor's shard is moving from `previous` to its new owner: until the actor's own
+   * hand-over, `previous` holds it warm and serves the command in one hop (the new owner
+   * would forward it there anyway). Undefined when the actor has left it (or `previous`
+   * cannot answer): the command goes to the new owner. The command id makes a repeat harmless.
+   */
+  private async atPreviousOwner(previous: string, request: RouteRequest, epoch: number, remaining: number): Promise<RoutedReply | undefined> {
+    const { type, id, event, commandId, wantState } = request;
+    if (previous === this.options.nodeId) {
+      if (!(await this.options.migrations!.admitHandoff(type, id))) return undefined;
+      const reply = await this.options.host.dispatch(type, id, event, commandId);
+      return wantState ? withState(reply) : reply;
+    }
     try {
-      const answer = await transport.request(source, encodeWithin(request, this.maxPayload, `command for ${type}/${id}`), this.requestTimeoutMs);
-      const reply = decode(answer, isRouteReply, `reply from node ${source}`);
-      if (reply.kind === 'ok') {
-        return routed(reply);
-      }
-      if (reply.kind === 'error') throw rebuildError(reply, source);
+      const bytes = encodeWithin({ ...request, epoch, handoff: true }, this.maxPayload, `command for ${type}/${id}`);
+      const reply = decode(await this.options.transport.request(previous, bytes, Math.min(this.requestTimeoutMs, remaining)), isRouteReply, `reply from node ${previous}`);
+      if (reply.kind === 'ok') return routed(reply);
+      if (reply.kind === 'error') throw rebuildError(reply, previous);
     } catch (error) {
       if (!(error instanceof NoRespondersError || error instanceof TimeoutError)) throw error;
     }
-    const reply = await host.dispatch(type, id, event, request.commandId);
-    return wantState ? withState(reply) : reply;
+    return undefined;
   }
 
   private async awaitNewerMap(epoch: number, timeoutMs: number): Promise<void> {

@@ -236,6 +236,40 @@ describe('Router (sendMessage)', () => {
       expect(reply.state?.context).to.deep.include({ balance: 1 });
     });
 
+    it('a third node sends to the previous owner first while the shard moves, then to the new owner once the actor left', async () => {
+      const hub = new MemoryTransportHub();
+      const map = new FakeShardMap(everything('b', 2));
+      const a = node('a', map, new MemoryTransport(hub), { migrations: hooks(undefined, (type, id) => a.host.isResident(type, id)) });
+      const b = node('b', map, new MemoryTransport(hub), { migrations: hooks(undefined) });
+      const served = { a: 0, b: 0 };
+      await new MemoryTransport(hub).serve('a', (payload) => (served.a++, a.router.handleRequest(payload)));
+      await new MemoryTransport(hub).serve('b', (payload) => (served.b++, b.router.handleRequest(payload)));
+      await a.host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 1 }, 'c1');
+      const c = node('c', map, new MemoryTransport(hub), { migrations: { ...hooks(undefined), previousOwner: () => 'a' } });
+      // Warm on the previous owner: served there in one hop, the new owner never hears of it.
+      const warm = await c.router.sendMessage('account', 'acc', { type: 'DEPOSIT', amount: 2 }, 'c2', true);
+      expect(warm.state?.context).to.deep.include({ balance: 3 });
+      expect(served).to.deep.equal({ a: 1, b: 0 });
+      // Gone from there: the previous owner says so, and the new owner serves it (from the store here).
+      a.host.release('account', 'acc');
+      const moved = await c.router.sendMessage('account', 'acc', { type: 'DEPOSIT', amount: 4 }, 'c3', true);
+      expect(moved.state?.context).to.deep.include({ balance: 7 });
+      expect(served).to.deep.equal({ a: 2, b: 1 });
+      expect(b.host.isResident('account', 'acc')).to.equal(true);
+    });
+
+    it('the previous owner sending for its own moving actor serves it locally while it still has it', async () => {
+      const hub = new MemoryTransportHub();
+      const map = new FakeShardMap(everything('b', 2));
+      const transport = new MemoryTransport(hub);
+      const request = sinon.spy(transport, 'request');
+      const a = node('a', map, transport, { migrations: { ...hooks(undefined, (type, id) => a.host.isResident(type, id)), previousOwner: () => 'a' } });
+      await a.host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 1 }, 'c1');
+      const reply = await a.router.sendMessage('account', 'acc', { type: 'DEPOSIT', amount: 2 }, 'c2', true);
+      expect(reply.state?.context).to.deep.include({ balance: 3 });
+      expect(request.callCount).to.equal(0);
+    });
+
     it("brings the previous owner's typed error back (a full hand-over buffer)", async () => {
       const hub = new MemoryTransportHub();
       const map = new FakeShardMap(everything('b', 2));
