@@ -4,6 +4,12 @@
  * done (one map on every node, no migration running), and throughput during the
  * rebalance vs before it. Targets: <= 3 s embedded, <= 10 s over NATS; throughput during
  * >= 0.8 of before; 0 lost, 0 duplicated (checked against every actor's state and history).
+ *
+ * The throughput ratio of one run varies by about ±0.1 on this 2-core machine (collector
+ * pauses, timer alignment), so the embedded figures are the median of three runs, each
+ * on a fresh cluster and all reported; a small rebalance first warms up the migration
+ * code (the first one in a process otherwise runs partly unoptimised). Over NATS one run
+ * takes minutes (the check reads 10,000 streams), so it is run once.
  */
 import { connect, type NodeConnectionOptions } from '@nats-io/transport-node';
 import { createMemoryCluster, createNode, MemoryNetwork, JetStreamEventStore, type NatstateNode, type EventStore, type RecordedEvent } from '../lib/index.js';
@@ -70,6 +76,35 @@ async function settle(nodes: NatstateNode<Bank>[], timeoutMs: number, minEpoch: 
   }
   return false;
 }
+
+/** A small rebalance (1,000 actors, 3 → 4 nodes), so the measured ones run optimised code. */
+async function warmUp(): Promise<void> {
+  const cluster = await createMemoryCluster({ actors, namespace: 'b9-warm-up', nodes: 3, cluster: CLUSTER, snapshotEvery: 0, passivateAfterMs: 0 });
+  try {
+    for (let e = 0; e < 3; e++) await Promise.all(Array.from({ length: 1000 }, (_, i) => cluster.nodes[i % 3].send('account', `w-${i}`, { type: 'DEPOSIT', amount: 1 })));
+    const epoch = cluster.nodes[0].cluster().epoch;
+    await cluster.addNode();
+    await settle(cluster.nodes as NatstateNode<Bank>[], 30_000, epoch + 1);
+  } finally {
+    await cluster.close();
+  }
+}
+
+type Trial = Awaited<ReturnType<typeof run>>;
+
+/** `count` runs on fresh rigs: the one with the median throughput ratio, and every ratio and time. */
+async function trials(count: number, makeRig: () => Promise<Rig>, targetSeconds: number): Promise<{ median: Trial; all: Trial[]; pass: boolean }> {
+  const all: Trial[] = [];
+  for (let i = 0; i < count; i++) {
+    const rig = await makeRig();
+    all.push(await run(rig, targetSeconds).finally(() => rig.close()));
+  }
+  const median = [...all].sort((a, b) => a.throughputRatio - b.throughputRatio)[Math.floor(count / 2)];
+  const clean = all.every((t) => t.settled && t.seconds <= targetSeconds && t.lost === 0 && t.duplicated === 0 && t.gaps === 0 && t.overApplied === 0);
+  return { median, all, pass: clean && median.throughputRatio >= 0.8 };
+}
+
+const sum = (results: readonly Trial[], key: 'lost' | 'duplicated' | 'gaps' | 'overApplied' | 'erroredCommands' | 'failedMigrations') => results.reduce((n, r) => n + r[key], 0);
 
 async function run(rig: Rig, targetSeconds: number) {
   const ids = Array.from({ length: ACTORS }, (_, i) => `acc-${i}`);
@@ -186,32 +221,35 @@ export const b9: Benchmark = {
   goal: '<= 3 s embedded, <= 10 s NATS; during/before >= 0.8; 0 lost/dup',
   needsNats: true,
   async run(context) {
-    const memory = await memoryRig();
-    const embedded = await run(memory, 3).finally(() => memory.close());
-    const nats = await natsRig(context);
-    const overNats = await run(nats, 10).finally(() => nats.close());
+    await warmUp();
+    const embedded = await trials(3, memoryRig, 3);
+    const overNats = await trials(1, () => natsRig(context), 10);
+    const all = [...embedded.all, ...overNats.all];
+    const e = embedded.median;
+    const n = overNats.median;
     return {
-      value: embedded.seconds,
+      value: e.seconds,
       unit: 's embedded',
       target: 3,
       pass: embedded.pass && overNats.pass,
-      natsSeconds: overNats.seconds,
-      embeddedThroughputRatio: embedded.throughputRatio,
-      natsThroughputRatio: overNats.throughputRatio,
-      embeddedMigrated: embedded.migrated,
-      natsMigrated: overNats.migrated,
-      failedMigrations: embedded.failedMigrations + overNats.failedMigrations,
-      lost: embedded.lost + overNats.lost,
-      duplicated: embedded.duplicated + overNats.duplicated,
-      gaps: embedded.gaps + overNats.gaps,
-      overApplied: embedded.overApplied + overNats.overApplied,
-      erroredCommands: embedded.erroredCommands + overNats.erroredCommands,
-      embeddedPerSecondBefore: embedded.beforePerSecond,
-      embeddedPerSecondDuring: embedded.duringPerSecond,
-      embeddedPerSecondAfter: embedded.afterPerSecond,
-      natsPerSecondBefore: overNats.beforePerSecond,
-      natsPerSecondDuring: overNats.duringPerSecond,
-      natsPerSecondAfter: overNats.afterPerSecond,
+      natsSeconds: n.seconds,
+      embeddedThroughputRatio: e.throughputRatio,
+      natsThroughputRatio: n.throughputRatio,
+      embeddedRuns: embedded.all.map((t) => `${t.throughputRatio}/${t.seconds}s`).join(' '),
+      embeddedMigrated: e.migrated,
+      natsMigrated: n.migrated,
+      failedMigrations: sum(all, 'failedMigrations'),
+      lost: sum(all, 'lost'),
+      duplicated: sum(all, 'duplicated'),
+      gaps: sum(all, 'gaps'),
+      overApplied: sum(all, 'overApplied'),
+      erroredCommands: sum(all, 'erroredCommands'),
+      embeddedPerSecondBefore: e.beforePerSecond,
+      embeddedPerSecondDuring: e.duringPerSecond,
+      embeddedPerSecondAfter: e.afterPerSecond,
+      natsPerSecondBefore: n.beforePerSecond,
+      natsPerSecondDuring: n.duringPerSecond,
+      natsPerSecondAfter: n.afterPerSecond,
     };
   },
 };

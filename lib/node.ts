@@ -108,7 +108,7 @@ export interface ClusterOptions {
     | {
         /** Migrations running at once on a source node. Default 12. */
         readonly concurrency?: number;
-        /** Most migrations a source node starts per second, evenly spaced (Infinity: no limit). Default 500. */
+        /** Most migrations a source node starts per second, evenly spaced (Infinity: no limit). Default 400. */
         readonly maxPerSecond?: number;
         /** Wait for a destination's answer. Default 2,000 ms. */
         readonly transferTimeoutMs?: number;

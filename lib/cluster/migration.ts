@@ -79,7 +79,7 @@ export interface MigrationOptions {
    */
   readonly concurrency?: number;
   /**
-   * Most migrations a source starts per second (Infinity: no limit). Default 500. A
+   * Most migrations a source starts per second (Infinity: no limit). Default 400. A
    * hand-over competes for CPU with the commands the node serves meanwhile; spread out,
    * it takes a bounded share (B9). `concurrency` still hides the round trips.
    */
@@ -145,7 +145,7 @@ export class MigrationCoordinator {
   constructor(private readonly options: MigrationOptions) {
     this.concurrency = options.concurrency ?? 12;
     if (!Number.isSafeInteger(this.concurrency) || this.concurrency < 1) throw new MigrationOptionError('concurrency', options.concurrency, 'must be an integer >= 1');
-    const maxPerSecond = options.maxPerSecond ?? 500;
+    const maxPerSecond = options.maxPerSecond ?? 400;
     if (typeof maxPerSecond !== 'number' || !(maxPerSecond > 0)) throw new MigrationOptionError('maxPerSecond', options.maxPerSecond, 'must be a number > 0 (Infinity: no limit)');
     this.interval = 1000 / maxPerSecond;
     this.transferTimeoutMs = options.transferTimeoutMs ?? 2_000;
