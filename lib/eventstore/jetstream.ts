@@ -43,6 +43,7 @@ import {
   type StreamId,
 } from '../subjects.js';
 import type { AppendOptions, AppendResult, EventStore, ReadOptions, RecordedEvent } from './eventstore.js';
+import { createRacingOthers } from '../nats/concurrent-create.js';
 
 export interface JetStreamEventStoreOptions {
   readonly namespace: string;
@@ -385,8 +386,9 @@ async function ensureStream(jsm: JetStreamManager, subjects: Subjects, replicas:
   } catch (err) {
     if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
   }
-  // Two nodes creating the same stream at once both succeed: the configs are identical.
-  await jsm.streams.add({
+  // Two nodes creating the same stream at once both succeed: the configs are identical
+  // (but see createRacingOthers).
+  await createRacingOthers(() => jsm.streams.add({
     name,
     subjects: [subjects.eventStreamSubjects],
     retention: RetentionPolicy.Limits,
@@ -396,7 +398,7 @@ async function ensureStream(jsm: JetStreamManager, subjects: Subjects, replicas:
     allow_rollup_hdrs: false,
     deny_delete: true,
     deny_purge: true,
-  });
+  }));
 }
 
 function* recorded(record: CommitRecord, sequence: number, fromVersion: number): Generator<RecordedEvent> {
