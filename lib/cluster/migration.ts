@@ -9,7 +9,9 @@
  *   one migration machine (`machines/migration.machine.ts`): Paused (the map already
  *   routes new commands away) → wait for the command in flight → Capturing → Transferring
  *   (a `MigrationRequest`, retried with backoff) → Acked → Deleted (local copy dropped);
- *   Failed after the retries. Then it tells the destination the shard is done.
+ *   Failed after the retries. It goes shard by shard, at most `maxPerSecond` migrations
+ *   a second, and tells the destination, the leader and every other owner when a shard
+ *   is done.
  * - destination (`handleMigrationRequest`): checks that it owns the shard, that the
  *   store is at the captured version and that the state fits its machine; installs the
  *   actor and acks. Anything else is refused and the actor is recovered from the store.
@@ -19,6 +21,9 @@
  *   (`admitHandoff`; `MigrationBufferFullError` beyond `maxBuffered`), then answers that
  *   the actor left, and the destination serves them. No command is applied to a cold
  *   copy while the warm one is on its way, and none waits for the rest of the plan.
+ * - every node (`previousOwner`): until a moving shard is reported done, commands for its
+ *   actors go to the previous owner first, which serves them in one hop while it still
+ *   has the actor; the new owner's forwarding is left for its own commands.
  *
  * Nothing depends on a migration succeeding: the events are in the store, and a stale
  * copy can never write (the store fences every append on its expected sequence).
@@ -421,13 +426,13 @@ export class MigrationCoordinator {
     return { kind: 'ack', installed };
   }
 
-  /** Destination side: a source failed; the shards it was to hand over come from the store instead. */
+  /** A source failed: the shards it was to hand over come from the store instead, and nobody sends their commands to it. */
   sourceFailed(nodeId: string): void {
     for (const [shard, entry] of [...this.incoming]) if (entry.from === nodeId) this.releaseShard(shard);
     for (const [shard, entry] of this.moving) if (entry.from === nodeId) this.moving.delete(shard);
   }
 
-  /** Destination side: the source finished a shard; its remaining commands may run. */
+  /** The source finished a shard: a destination serves its remaining commands itself, any other node sends them to the new owner. */
   handleShardDone(message: ShardDone): void {
     const moving = this.moving.get(message.shard);
     if (moving && moving.from === message.from && moving.epoch <= message.epoch) this.moving.delete(message.shard);

@@ -5,7 +5,9 @@
  * a request on the transport, carrying the map epoch. A node that does not own the shard
  * answers `not-owner`; the sender refreshes its map and retries, with the same command
  * id, until the deadline — so a retried command is applied once, and a moving or
- * crashed owner costs latency, never a lost or doubled command.
+ * crashed owner costs latency, never a lost or doubled command. While a shard moves
+ * between nodes (live migration), a command for it goes to the previous owner first,
+ * which serves it if it still holds the actor (`MigrationHooks.previousOwner`).
  */
 import { v4 as uuid } from 'uuid';
 import type { AnyEventObject, AnyMachineSnapshot } from 'xstate';
