@@ -12,7 +12,7 @@
  * takes minutes (the check reads 10,000 streams), so it is run once.
  */
 import { connect, type NodeConnectionOptions } from '@nats-io/transport-node';
-import { createMemoryCluster, createNode, MemoryNetwork, JetStreamEventStore, type NatstateNode, type EventStore, type RecordedEvent } from '../lib/index.js';
+import { createMemoryCluster, createNode, JetStreamEventStore, type NatstateNode, type EventStore, type RecordedEvent } from '../lib/index.js';
 import { actors } from '../examples/bank/actors.js';
 import { gc, round, type Benchmark, type BenchContext } from './harness.js';
 

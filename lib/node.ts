@@ -316,7 +316,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     migrations: migrations && {
       inTransit: (type, id) => migrations.inTransit(type, id),
       admitHandoff: (type, id) => migrations.admitHandoff(type, id),
-      previousOwner: (id) => migrations.previousOwner(id),
+      previousOwner: (shard) => migrations.previousOwner(shard),
       handleMigrationRequest: (request) => migrations.handleMigrationRequest(request),
       handleShardDone: (message) => {
         migrations.handleShardDone(message);

@@ -366,7 +366,8 @@ export class MigrationCoordinator {
 
   /**
    * Runs one migration machine: a live actor when someone inspects (so the observer sees
-   * it), otherwise pure transitions on a reused scope, which cost a third as much.
+   * it), otherwise pure transitions on a reused scope, about a quarter cheaper (initial
+   * state and five events: 24-28 µs against 32-42 µs).
    */
   private drive(input: MigrationInput): { send(event: MigrationEvent): void; snapshot(): MigrationSnapshot; stop(): void } {
     if (this.options.inspect) {
@@ -458,14 +459,12 @@ export class MigrationCoordinator {
   }
 
   /**
-   * Any node, for a command it routes to another node: the previous owner of the actor's
-   * shard while that shard is moving (not reported done yet), or undefined. The previous
-   * owner serves it warm if the actor has not been handed over yet (it may be this node).
+   * Any node, for a command it routes to another node: the previous owner of the shard
+   * while it is moving (not reported done yet), or undefined. The previous owner serves
+   * the command warm if its actor has not been handed over yet (it may be this node).
    */
-  previousOwner(id: string): string | undefined {
-    if (this.moving.size === 0) return undefined;
-    const map = this.options.shardMap.current;
-    return map ? this.moving.get(shardOf(id, map.shardCount))?.from : undefined;
+  previousOwner(shard: number): string | undefined {
+    return this.moving.get(shard)?.from;
   }
 
   /**

@@ -53,8 +53,8 @@ export interface MigrationHooks {
   inTransit(type: string, id: string): string | undefined;
   /** For a forwarded command: true to serve it here, false once the actor left (see `RouteRequest.handoff`). */
   admitHandoff(type: string, id: string): Promise<boolean> | boolean;
-  /** The previous owner of the actor's shard while the shard is moving, which may still hold it warm. */
-  previousOwner?(id: string): string | undefined;
+  /** The previous owner of a shard while it is moving, which may still hold its actors warm. */
+  previousOwner?(shard: number): string | undefined;
   handleMigrationRequest(request: MigrationRequest): Promise<MigrationReply>;
   handleShardDone(message: ShardDone): void;
 }
@@ -158,7 +158,8 @@ export class Router {
         await shardMap.waitFor(() => true, remaining).catch(() => undefined);
         continue;
       }
-      const owner = map.owners[shardOf(id, map.shardCount)];
+      const shard = shardOf(id, map.shardCount);
+      const owner = map.owners[shard];
       if (owner === nodeId) {
         const source = this.options.migrations?.inTransit(type, id);
         if (source) return this.handOff(source, type, id, event, request?.commandId ?? commandId, wantState, map.epoch);
@@ -170,7 +171,7 @@ export class Router {
         await this.awaitNewerMap(map.epoch, remaining);
         continue;
       }
-      const previous = attempt === 0 ? this.options.migrations?.previousOwner?.(id) : undefined;
+      const previous = attempt === 0 ? this.options.migrations?.previousOwner?.(shard) : undefined;
       if (previous && previous !== owner) {
         request ??= { type, id, event, commandId: commandId ?? this.newCommandId(), epoch: 0, wantState };
         const served = await this.atPreviousOwner(previous, request, map.epoch, remaining);

@@ -303,21 +303,19 @@ describe('MigrationCoordinator (destination side)', () => {
   it('any node: names the previous owner of a moving shard until that owner reports it done, its hold ends or it fails', async () => {
     const { coordinator, shardMap, host } = destination({ holdMs: 50 });
     // Seen from b, a bystander: shard 1 moves from a to d, shard 2 from c to d.
-    const ids = ['x-1', 'x-2', 'x-3', 'x-4', 'x-5', 'x-6', 'x-7', 'x-8', 'x-9', 'x-10'];
-    const inShard = (shard: number) => ids.find((id) => shardOf(id, 4) === shard)!;
     shardMap.current = map(['b', 'd', 'd', 'b'], 3);
     coordinator.onMapChange(map(['b', 'a', 'c', 'b'], 2), map(['b', 'd', 'd', 'b'], 3));
-    expect(coordinator.previousOwner(inShard(1))).to.equal('a');
-    expect(coordinator.previousOwner(inShard(2))).to.equal('c');
-    expect(coordinator.previousOwner(inShard(0))).to.equal(undefined);
+    expect(coordinator.previousOwner(1)).to.equal('a');
+    expect(coordinator.previousOwner(2)).to.equal('c');
+    expect(coordinator.previousOwner(0)).to.equal(undefined);
     coordinator.handleShardDone({ kind: 'shard-done', shard: 1, epoch: 3, from: 'a', ok: true });
-    expect(coordinator.previousOwner(inShard(1))).to.equal(undefined);
+    expect(coordinator.previousOwner(1)).to.equal(undefined);
     coordinator.sourceFailed('c');
-    expect(coordinator.previousOwner(inShard(2))).to.equal(undefined);
+    expect(coordinator.previousOwner(2)).to.equal(undefined);
     coordinator.onMapChange(map(['b', 'd', 'd', 'b'], 3), map(['b', 'd', 'a', 'b'], 4));
-    expect(coordinator.previousOwner(inShard(2))).to.equal('d');
+    expect(coordinator.previousOwner(2)).to.equal('d');
     await new Promise((r) => setTimeout(r, 80));
-    expect(coordinator.previousOwner(inShard(2))).to.equal(undefined);
+    expect(coordinator.previousOwner(2)).to.equal(undefined);
     await host.close();
   });
 
@@ -341,13 +339,13 @@ describe('MigrationCoordinator (destination side)', () => {
     const shardMap = { current: { ...map(['a', 'b', 'c', 'b'], 3), leader: 'b' }, refresh: async () => undefined };
     const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, concurrency: 1 });
     coordinator.onMapChange(map(['a', 'a', 'a', 'a'], 2), shardMap.current);
-    expect(coordinator.previousOwner(ids.find((id) => shardOf(id, 4) === 2)!)).to.equal('a');
+    expect(coordinator.previousOwner(2)).to.equal('a');
     await eventually(() => coordinator.counts(), (c) => c.running === 0 && c.completed > 0);
     await eventually(() => log.filter((l) => l.includes('done')).length, (n) => n === 6);
     const migrated = log.filter((l) => l.startsWith('migrate')).map((l) => Number(l.split(' ')[1]));
     expect(migrated).to.deep.equal([...migrated].sort((x, y) => x - y));
     for (const shard of [1, 2, 3]) for (const node of ['b', 'c']) expect(log).to.include(`${node} done ${shard}`);
-    expect(coordinator.previousOwner(ids.find((id) => shardOf(id, 4) === 2)!)).to.equal(undefined);
+    expect(coordinator.previousOwner(2)).to.equal(undefined);
     await coordinator.close();
     await host.close();
     await transport.close();

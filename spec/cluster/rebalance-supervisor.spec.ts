@@ -33,6 +33,13 @@ const until = async (ok: () => boolean, ms = 2000) => {
   }
 };
 
+/** Reports both moved shards of `moves` done for `epoch` and waits until the plan is committed. */
+async function finishPlan(sup: RebalanceSupervisor, epoch: number): Promise<void> {
+  sup.shardDone({ shard: 1, epoch, ok: true });
+  sup.shardDone({ shard: 2, epoch, ok: true });
+  await until(() => sup.status === 'Idle');
+}
+
 describe('RebalanceSupervisor', () => {
   it('waits in Migrating until every moved shard is reported, settles sourceless shards at once, then commits', async () => {
     const store = new MemoryEventStore();
@@ -137,9 +144,7 @@ describe('RebalanceSupervisor', () => {
       return append(...args);
     });
     old.sup.planned(7, moves);
-    old.sup.shardDone({ shard: 1, epoch: 7, ok: true });
-    old.sup.shardDone({ shard: 2, epoch: 7, ok: true });
-    await until(() => old.sup.status === 'Idle');
+    await finishPlan(old.sup, 7);
     old.sup.stop();
     await new Promise((r) => setTimeout(r, 100));
     const checkpoint = await store.loadSnapshot(REBALANCE_STREAM);
@@ -150,9 +155,7 @@ describe('RebalanceSupervisor', () => {
     const next = supervisor(store, { nodeId: 'new' });
     await next.sup.ready();
     next.sup.planned(8, moves);
-    next.sup.shardDone({ shard: 1, epoch: 8, ok: true });
-    next.sup.shardDone({ shard: 2, epoch: 8, ok: true });
-    await until(() => next.sup.status === 'Idle');
+    await finishPlan(next.sup, 8);
     expect(next.sup.view()?.lastEpoch).to.equal(8);
   });
 
@@ -175,9 +178,7 @@ describe('RebalanceSupervisor', () => {
     const next = supervisor(store, { nodeId: 'new' });
     await next.sup.ready();
     expect(next.sup.view()).to.include({ status: 'Migrating', epoch: 7, remaining: 2 });
-    next.sup.shardDone({ shard: 1, epoch: 7, ok: true });
-    next.sup.shardDone({ shard: 2, epoch: 7, ok: true });
-    await until(() => next.sup.status === 'Idle');
+    await finishPlan(next.sup, 7);
     expect(next.sup.view()?.lastEpoch).to.equal(7);
   });
 

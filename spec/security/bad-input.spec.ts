@@ -8,7 +8,6 @@
 import { expect } from 'chai';
 import { connect } from '@nats-io/transport-node';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { assign, setup } from 'xstate';
 import { createNode, crashNode, type NatstateNode } from '../../lib/node.js';
@@ -19,6 +18,7 @@ import { Subjects } from '../../lib/subjects.js';
 import { NatsServer } from '../support/nats-server.js';
 import { eventually } from '../support/eventually.js';
 import { mulberry32 } from '../support/random.js';
+import { storedSubjects } from '../support/stored-subjects.js';
 
 /**
  * A machine that merges whatever it is sent with `Object.assign`, as application code
@@ -84,13 +84,8 @@ describe('bad input on NATS', function () {
     return n;
   }
 
-  /** Subjects of `bag` actors and their message counts in the namespace's event stream, read with raw JetStream (natstate's own journals left out). */
-  async function storedSubjects(namespace: string): Promise<Record<string, number>> {
-    const subjects = new Subjects(namespace);
-    const jsm = await jetstreamManager(raw);
-    const info = await jsm.streams.info(subjects.eventStream, { subjects_filter: subjects.typeEvents('bag') });
-    return info.state.subjects ?? {};
-  }
+  /** Subjects of `bag` actors and their message counts in the namespace's event stream. */
+  const storedBags = (namespace: string) => storedSubjects(raw, namespace, 'bag');
 
   async function snapshotKeys(namespace: string): Promise<string[]> {
     const kv = await new Kvm(raw).open(new Subjects(namespace).snapshotBucket);
@@ -147,11 +142,11 @@ describe('bad input on NATS', function () {
     ];
     for (const [request, code] of invalid) expect(await ask(n, encode(request))).to.include({ kind: 'error', code });
 
-    expect(await storedSubjects(n.namespace)).to.deep.equal({});
+    expect(await storedBags(n.namespace)).to.deep.equal({});
     expect(await snapshotKeys(n.namespace)).to.deep.equal([]);
     expect(await ask(n, valid)).to.include({ kind: 'ok', accepted: true, version: 1 });
     expect((await n.send('bag', 'target', { type: 'MERGE', patch: { b: 2 } })).version).to.equal(2);
-    expect(Object.values(await storedSubjects(n.namespace))).to.deep.equal([2]);
+    expect(Object.values(await storedBags(n.namespace))).to.deep.equal([2]);
   });
 
   it('reports garbage on its bus subject and in its KV bucket as DecodeError and keeps serving', async () => {
@@ -170,7 +165,7 @@ describe('bad input on NATS', function () {
     // The intruders never count as members, and the node still routes with the map it had.
     expect(n.cluster().members).to.deep.equal([n.id]);
     expect((await n.send('bag', 'b', { type: 'MERGE', patch: { c: 3 } })).version).to.equal(2);
-    expect(Object.values(await storedSubjects(n.namespace))).to.deep.equal([2]);
+    expect(Object.values(await storedBags(n.namespace))).to.deep.equal([2]);
   });
 
   describe('prototype pollution', () => {
@@ -216,7 +211,7 @@ describe('bad input on NATS', function () {
       const n = await node();
       const error = await n.send('bag', 'big', { type: 'GROW', text: 'x'.repeat(MAX_PAYLOAD) }).catch((e: unknown) => e);
       expect(error).to.be.instanceOf(PayloadTooLargeError);
-      expect(await storedSubjects(n.namespace)).to.deep.equal({});
+      expect(await storedBags(n.namespace)).to.deep.equal({});
       expect((await n.send('bag', 'big', { type: 'GROW', text: 'y' })).version).to.equal(1);
     });
 
@@ -231,7 +226,7 @@ describe('bad input on NATS', function () {
       const snapshot = await kv.get(new Subjects(n.namespace).snapshotKey({ type: 'bag', id: 'growing' }));
       // The last snapshot that fitted (3 events of 20 KB), never a larger one.
       expect(snapshot?.value.length ?? 0).to.be.at.most(MAX_PAYLOAD);
-      expect(Object.values(await storedSubjects(n.namespace))).to.deep.equal([5]);
+      expect(Object.values(await storedBags(n.namespace))).to.deep.equal([5]);
       expect((await n.state('bag', 'growing')).context.blob).to.have.length(100_000);
     });
   });

@@ -15,6 +15,7 @@ import { Subjects } from '../../lib/subjects.js';
 import { account } from '../../examples/bank/account.machine.js';
 import { NatsServer } from '../support/nats-server.js';
 import { eventually } from '../support/eventually.js';
+import { storedSubjects } from '../support/stored-subjects.js';
 
 const actors = { account };
 type Bank = NatstateNode<typeof actors>;
@@ -47,12 +48,7 @@ describe('actor ids and namespaces on NATS', function () {
     return n;
   }
 
-  async function accountSubjects(namespace: string): Promise<Record<string, number>> {
-    const subjects = new Subjects(namespace);
-    const jsm = await jetstreamManager(raw);
-    const info = await jsm.streams.info(subjects.eventStream, { subjects_filter: subjects.typeEvents('account') });
-    return info.state.subjects ?? {};
-  }
+  const accountSubjects = (namespace: string) => storedSubjects(raw, namespace, 'account');
 
   it('every id works, survives recovery on another node, and writes only to its own subject', async () => {
     const namespace = `ids-${process.pid}-${++counter}`;
