@@ -34,6 +34,15 @@ const migrated = (cluster: MemoryCluster<Bank>, left: NatstateNode<Bank>[] = [])
   [...cluster.nodes, ...left].reduce((n, node) => n + node.cluster().migrations.completed, 0);
 
 /** Every stream: versions 1..n without gaps, and no command id applied twice. */
+/** A source node's host with `count` resident accounts (one deposit each, applied). */
+async function residentAccounts(count: number): Promise<{ host: ActorHost; ids: string[] }> {
+  const host = new ActorHost({ namespace: 'bank', nodeId: 'a', actors: { account }, store: new MemoryEventStore(), bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
+  const ids = Array.from({ length: count }, (_, i) => `acc-${i}`);
+  for (const id of ids) await host.dispatch('account', id, { type: 'DEPOSIT', amount: 1 }, `c-${id}`);
+  await host.whenIdle('account', ids[0]);
+  return { host, ids };
+}
+
 async function historiesClean(cluster: MemoryCluster<Bank>, ids: string[]): Promise<void> {
   const store = cluster.network.store('bank');
   for (const id of ids) {
@@ -320,11 +329,7 @@ describe('MigrationCoordinator (destination side)', () => {
   });
 
   it('source side: hands over shard by shard and reports each one done to every owner of the new map', async () => {
-    const store = new MemoryEventStore();
-    const host = new ActorHost({ namespace: 'bank', nodeId: 'a', actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
-    const ids = Array.from({ length: 24 }, (_, i) => `acc-${i}`);
-    for (const id of ids) await host.dispatch('account', id, { type: 'DEPOSIT', amount: 1 }, `c-${id}`);
-    await host.whenIdle('account', ids[0]);
+    const { host } = await residentAccounts(24);
     const transport = new MemoryTransport();
     const log: string[] = [];
     const serve = (node: string) =>
@@ -346,6 +351,34 @@ describe('MigrationCoordinator (destination side)', () => {
     expect(migrated).to.deep.equal([...migrated].sort((x, y) => x - y));
     for (const shard of [1, 2, 3]) for (const node of ['b', 'c']) expect(log).to.include(`${node} done ${shard}`);
     expect(coordinator.previousOwner(2)).to.equal(undefined);
+    await coordinator.close();
+    await host.close();
+    await transport.close();
+  });
+
+  it('source side: runs 24 migrations at once by default, and no more', async () => {
+    const { host } = await residentAccounts(40);
+    const transport = new MemoryTransport();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let waiting = 0;
+    let mostAtOnce = 0;
+    await transport.serve('b', async (payload) => {
+      if (decode(payload, isNodeRequest, 'request').kind !== 'migrate') return encode({ kind: 'ack', installed: true });
+      mostAtOnce = Math.max(mostAtOnce, ++waiting);
+      await released;
+      waiting--;
+      return encode({ kind: 'ack', installed: true });
+    });
+    const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
+    const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, maxPerSecond: Infinity, transferTimeoutMs: 60_000 });
+    const handOver = coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
+    await eventually(() => waiting, (n) => n === 24, 3_000, '24 transfers waiting');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(mostAtOnce).to.equal(24);
+    release();
+    await handOver;
+    expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 40, failed: 0 });
     await coordinator.close();
     await host.close();
     await transport.close();
