@@ -40,6 +40,15 @@ async function finishPlan(sup: RebalanceSupervisor, epoch: number): Promise<void
   await until(() => sup.status === 'Idle');
 }
 
+/** A leader published plan `epoch` of `moves`, its journal was written, and it died before any shard was reported. */
+async function leaderDiedMigrating(store: MemoryEventStore, epoch: number): Promise<void> {
+  const old = supervisor(store, { nodeId: 'old' });
+  await old.sup.ready();
+  old.sup.planned(epoch, moves);
+  await new Promise((r) => setTimeout(r, 20));
+  old.sup.stop();
+}
+
 describe('RebalanceSupervisor', () => {
   it('waits in Migrating until every moved shard is reported, settles sourceless shards at once, then commits', async () => {
     const store = new MemoryEventStore();
@@ -161,11 +170,7 @@ describe('RebalanceSupervisor', () => {
 
   it('resumes from a checkpoint an older version took of a stopped machine', async () => {
     const store = new MemoryEventStore();
-    const old = supervisor(store, { nodeId: 'old' });
-    await old.sup.ready();
-    old.sup.planned(7, moves);
-    await new Promise((r) => setTimeout(r, 20));
-    old.sup.stop();
+    await leaderDiedMigrating(store, 7);
     // What such a checkpoint held: the plan Migrating, with status "stopped".
     const version = await store.version(REBALANCE_STREAM);
     const probe = supervisor(new MemoryEventStore(), { nodeId: 'probe' });
@@ -184,11 +189,7 @@ describe('RebalanceSupervisor', () => {
 
   it('closes a plan left unfinished by a leader that died, after resumeGraceMs, with what is done', async () => {
     const store = new MemoryEventStore();
-    const old = supervisor(store, { nodeId: 'old' });
-    await old.sup.ready();
-    old.sup.planned(8, moves);
-    await new Promise((r) => setTimeout(r, 20));
-    old.sup.stop();
+    await leaderDiedMigrating(store, 8);
     const next = supervisor(store, { nodeId: 'new', resumeGraceMs: 20 });
     await next.sup.ready();
     expect(next.sup.status).to.equal('Migrating');
