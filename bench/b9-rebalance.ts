@@ -12,6 +12,10 @@
  * rebalance first warms up the migration code (the first one in a process otherwise runs
  * partly unoptimised). Over NATS one run takes minutes (the check reads 10,000 streams),
  * so it is run once.
+ *
+ * Control: the same protocol on three fresh embedded clusters with no fourth node, the
+ * "during" window lasting as long as the median plan. Its ratios show how far this
+ * measurement moves with no rebalance at all (reported, not part of the target).
  */
 import { connect, type NodeConnectionOptions } from '@nats-io/transport-node';
 import { createMemoryCluster, createNode, JetStreamEventStore, type NatstateNode, type EventStore, type RecordedEvent } from '../lib/index.js';
@@ -108,7 +112,8 @@ async function trials(count: number, makeRig: () => Promise<Rig>, targetSeconds:
 
 const sum = (results: readonly Trial[], key: 'lost' | 'duplicated' | 'gaps' | 'overApplied' | 'erroredCommands' | 'failedMigrations') => results.reduce((n, r) => n + r[key], 0);
 
-async function run(rig: Rig, targetSeconds: number) {
+/** `controlMs`: no node joins; the "during" window is that long instead (the control). */
+async function run(rig: Rig, targetSeconds: number, controlMs?: number) {
   const ids = Array.from({ length: ACTORS }, (_, i) => `acc-${i}`);
   const acknowledged = new Float64Array(ACTORS);
   // 10 events per actor, spread over the three nodes.
@@ -161,8 +166,13 @@ async function run(rig: Rig, targetSeconds: number) {
   gc();
   const start = performance.now();
   const doneAtStart = done;
-  await rig.add();
-  const settled = await settle(rig.nodes, 60_000, epoch + 1);
+  let settled = true;
+  if (controlMs === undefined) {
+    await rig.add();
+    settled = await settle(rig.nodes, 60_000, epoch + 1);
+  } else {
+    await sleep(controlMs);
+  }
   const seconds = (performance.now() - start) / 1000;
   const duringPerSecond = ((done - doneAtStart) / (performance.now() - start)) * 1000;
   // For reference: the rate of the four nodes once the plan is done (all of them share this
@@ -225,19 +235,26 @@ export const b9: Benchmark = {
   async run(context) {
     await warmUp();
     const embedded = await trials(5, memoryRig, 3);
+    const control: Trial[] = [];
+    for (let i = 0; i < 3; i++) {
+      const rig = await memoryRig();
+      control.push(await run(rig, 3, embedded.median.seconds * 1000).finally(() => rig.close()));
+    }
     const overNats = await trials(1, () => natsRig(context), 10);
     const all = [...embedded.all, ...overNats.all];
+    const controlClean = control.every((t) => t.lost === 0 && t.duplicated === 0 && t.gaps === 0 && t.overApplied === 0);
     const e = embedded.median;
     const n = overNats.median;
     return {
       value: e.seconds,
       unit: 's embedded',
       target: 3,
-      pass: embedded.pass && overNats.pass,
+      pass: embedded.pass && overNats.pass && controlClean,
       natsSeconds: n.seconds,
       embeddedThroughputRatio: e.throughputRatio,
       natsThroughputRatio: n.throughputRatio,
       embeddedRuns: embedded.all.map((t) => `${t.throughputRatio}/${t.seconds}s`).join(' '),
+      controlRatios: control.map((t) => t.throughputRatio).join(' '),
       embeddedMigrated: e.migrated,
       natsMigrated: n.migrated,
       failedMigrations: sum(all, 'failedMigrations'),
