@@ -98,15 +98,21 @@ async function warmUp(): Promise<void> {
 
 type Trial = Awaited<ReturnType<typeof run>>;
 
-/** `count` runs on fresh rigs: the one with the median throughput ratio, and every ratio and time. */
-async function trials(count: number, makeRig: () => Promise<Rig>, targetSeconds: number): Promise<{ median: Trial; all: Trial[]; pass: boolean }> {
+/** Nothing lost, doubled, missing or applied beyond what was sent. */
+const intact = (t: Trial) => t.lost === 0 && t.duplicated === 0 && t.gaps === 0 && t.overApplied === 0;
+
+/**
+ * `count` runs on fresh rigs: the one with the median throughput ratio, and every ratio
+ * and time. With `controlMs`, no node joins (see `run`).
+ */
+async function trials(count: number, makeRig: () => Promise<Rig>, targetSeconds: number, controlMs?: number): Promise<{ median: Trial; all: Trial[]; pass: boolean }> {
   const all: Trial[] = [];
   for (let i = 0; i < count; i++) {
     const rig = await makeRig();
-    all.push(await run(rig, targetSeconds).finally(() => rig.close()));
+    all.push(await run(rig, targetSeconds, controlMs).finally(() => rig.close()));
   }
   const median = [...all].sort((a, b) => a.throughputRatio - b.throughputRatio)[Math.floor(count / 2)];
-  const clean = all.every((t) => t.settled && t.seconds <= targetSeconds && t.lost === 0 && t.duplicated === 0 && t.gaps === 0 && t.overApplied === 0);
+  const clean = all.every((t) => t.settled && t.seconds <= targetSeconds && intact(t));
   return { median, all, pass: clean && median.throughputRatio >= 0.8 };
 }
 
@@ -235,26 +241,21 @@ export const b9: Benchmark = {
   async run(context) {
     await warmUp();
     const embedded = await trials(5, memoryRig, 3);
-    const control: Trial[] = [];
-    for (let i = 0; i < 3; i++) {
-      const rig = await memoryRig();
-      control.push(await run(rig, 3, embedded.median.seconds * 1000).finally(() => rig.close()));
-    }
+    const control = await trials(3, memoryRig, 3, embedded.median.seconds * 1000);
     const overNats = await trials(1, () => natsRig(context), 10);
     const all = [...embedded.all, ...overNats.all];
-    const controlClean = control.every((t) => t.lost === 0 && t.duplicated === 0 && t.gaps === 0 && t.overApplied === 0);
     const e = embedded.median;
     const n = overNats.median;
     return {
       value: e.seconds,
       unit: 's embedded',
       target: 3,
-      pass: embedded.pass && overNats.pass && controlClean,
+      pass: embedded.pass && overNats.pass && control.all.every(intact),
       natsSeconds: n.seconds,
       embeddedThroughputRatio: e.throughputRatio,
       natsThroughputRatio: n.throughputRatio,
       embeddedRuns: embedded.all.map((t) => `${t.throughputRatio}/${t.seconds}s`).join(' '),
-      controlRatios: control.map((t) => t.throughputRatio).join(' '),
+      controlRatios: control.all.map((t) => t.throughputRatio).join(' '),
       embeddedMigrated: e.migrated,
       natsMigrated: n.migrated,
       failedMigrations: sum(all, 'failedMigrations'),

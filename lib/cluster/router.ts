@@ -171,15 +171,14 @@ export class Router {
         await this.awaitNewerMap(map.epoch, remaining);
         continue;
       }
+      request ??= { type, id, event, commandId: commandId ?? this.newCommandId(), epoch: 0, wantState };
       const previous = attempt === 0 ? this.options.migrations?.previousOwner?.(shard) : undefined;
       if (previous && previous !== owner) {
-        request ??= { type, id, event, commandId: commandId ?? this.newCommandId(), epoch: 0, wantState };
         const served = await this.atPreviousOwner(previous, request, map.epoch, remaining);
         if (served) return served;
       }
       let reply: RouteReply;
       try {
-        request ??= { type, id, event, commandId: commandId ?? this.newCommandId(), epoch: 0, wantState };
         const bytes = encodeWithin({ ...request, epoch: map.epoch }, this.maxPayload, `command for ${type}/${id}`);
         const answer = await this.options.transport.request(owner, bytes, Math.min(this.requestTimeoutMs, remaining));
         reply = decode(answer, isRouteReply, `reply from node ${owner}`);
