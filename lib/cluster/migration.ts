@@ -397,11 +397,22 @@ export class MigrationCoordinator {
     }
   }
 
+  /**
+   * Tells `to` that a shard is done, sent again (up to `maxAttempts` in all, with backoff)
+   * while it times out: a report the leader never gets keeps its plan open until
+   * `planTimeoutMs`. A repeat is harmless, both sides settle a shard once.
+   */
   private async shardDone(to: string, message: ShardDone): Promise<void> {
-    try {
-      await this.options.transport.request(to, encodeWithin(message, this.options.maxPayload, 'shard done'), this.transferTimeoutMs);
-    } catch {
-      // The destination stops holding after holdMs anyway.
+    const payload = encodeWithin(message, this.options.maxPayload, 'shard done');
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.options.transport.request(to, payload, this.transferTimeoutMs);
+        return;
+      } catch (error) {
+        // Anything else (no responders, closed): the node is gone, and a destination stops holding after holdMs anyway.
+        if (!(error instanceof Error && error.name === 'TimeoutError') || attempt >= this.maxAttempts) return;
+      }
+      await sleep(backoffMs(attempt));
     }
   }
 

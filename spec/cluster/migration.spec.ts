@@ -356,6 +356,26 @@ describe('MigrationCoordinator (destination side)', () => {
     await transport.close();
   });
 
+  it('source side: reports a shard done again while the report times out (a lost report would keep the leader’s plan open)', async () => {
+    const { host } = await residentAccounts(2);
+    const transport = new MemoryTransport();
+    let reports = 0;
+    await transport.serve('b', async (payload) => {
+      const message = decode(payload, isNodeRequest, 'request');
+      // The first report is never answered: the source's request times out.
+      if (message.kind === 'shard-done' && ++reports === 1) return new Promise<never>(() => undefined);
+      return encode({ kind: 'ack', installed: true });
+    });
+    const shardMap = { current: { ...map(['b'], 3), leader: 'b' }, refresh: async () => undefined };
+    const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, transferTimeoutMs: 30 });
+    await coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
+    await eventually(() => reports, (n) => n === 2, 2_000, 'the shard reported again after a timeout');
+    expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 2, failed: 0 });
+    await coordinator.close();
+    await host.close();
+    await transport.close();
+  });
+
   it('source side: runs 24 migrations at once by default, and no more', async () => {
     const { host } = await residentAccounts(40);
     const transport = new MemoryTransport();
