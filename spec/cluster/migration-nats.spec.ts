@@ -20,10 +20,7 @@ import { expect } from 'chai';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { connect } from '@nats-io/transport-node';
 import { DeliverPolicy, jetstreamManager } from '@nats-io/jetstream';
-import { createActor } from 'xstate';
 import { createNode, JetStreamEventStore, type ActorMigration, type ClusterStatus, type NatstateNode } from '../../lib/index.js';
-import type { MigrationRecord } from '../../lib/cluster/migration.js';
-import { isFinalMigration, migrationMachine, migrationStatus } from '../../machines/migration.machine.js';
 import { decode } from '../../lib/codec/codec.js';
 import { isCommitRecord, type CommitRecord } from '../../lib/codec/messages.js';
 import { Subjects } from '../../lib/subjects.js';
@@ -31,6 +28,7 @@ import { actors } from '../../examples/bank/actors.js';
 import { NatsServer } from '../support/nats-server.js';
 import { NodeProcess } from '../support/node-process.js';
 import { eventually } from '../support/eventually.js';
+import { journaledMigrations } from '../support/migration-journal.js';
 
 type Bank = typeof actors;
 
@@ -461,16 +459,7 @@ describe('live migration on a real nats-server', function () {
     // The crashed run's journal shows migrations that never ended...
     const nc = await connect({ servers: server.url });
     const store = await JetStreamEventStore.create(nc, { namespace });
-    const unfinished = async () => {
-      const open = new Map<string, ReturnType<typeof createActor<typeof migrationMachine>>>();
-      for await (const e of store.read({ type: '$natstate.migrations', id: 'n6' })) {
-        const record = e.event as unknown as MigrationRecord;
-        if (record.type === 'START') open.set(record.key, createActor(migrationMachine, { input: record.input }).start());
-        else open.get(record.key)?.send(record.event);
-      }
-      const keys = [...open].filter(([, actor]) => !isFinalMigration(migrationStatus(actor.getSnapshot()))).map(([key]) => key);
-      return { started: open.size, unfinished: keys };
-    };
+    const unfinished = () => journaledMigrations(store, 'n6');
     try {
       const before = await unfinished();
       if (VERBOSE) console.log(`    [source killed] journal of n6: ${before.started} started, ${before.unfinished.length} unfinished`);

@@ -2,7 +2,9 @@
  * A natstate node in its own OS process, driven by its parent over IPC (see
  * node-process.ts). Configuration comes from the environment.
  */
-import { createNode } from '../../lib/index.js';
+import { connect } from '@nats-io/transport-node';
+import { createNode, JetStreamEventStore } from '../../lib/index.js';
+import { journaledMigrations } from './migration-journal.js';
 import { actors } from '../../examples/bank/actors.js';
 
 const env = (name: string, fallback?: string): string => {
@@ -14,6 +16,20 @@ const env = (name: string, fallback?: string): string => {
 /** Set by the parent (`armCrash`): SIGKILL this process once a migration reaches this status. */
 let crashAt: string | undefined;
 
+/**
+ * SIGKILL as soon as the store holds a migration of this node that is not final: the
+ * journal writes behind, and on a fast machine a hand-over can finish every migration it
+ * journaled before a fixed delay runs out (nothing would be left for the restart to close).
+ */
+async function crashOnceJournaledMidWay(): Promise<void> {
+  const nc = await connect({ servers: env('NATS_URL') });
+  const store = await JetStreamEventStore.create(nc, { namespace: env('NATSTATE_NAMESPACE') });
+  for (;;) {
+    if ((await journaledMigrations(store, env('NATSTATE_NODE_ID'))).unfinished.length > 0) process.kill(process.pid, 'SIGKILL');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 const node = await createNode({
   actors,
   namespace: env('NATSTATE_NAMESPACE'),
@@ -23,8 +39,10 @@ const node = await createNode({
   onError: () => {},
   inspect: (event) => {
     const snapshot = (event as { snapshot?: { value?: unknown } }).snapshot;
-    // A moment later, so that this migration and the ones beside it are journaled mid-way.
-    if (crashAt && event.type === '@xstate.snapshot' && snapshot?.value === crashAt) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 30);
+    if (crashAt && event.type === '@xstate.snapshot' && snapshot?.value === crashAt) {
+      crashAt = undefined;
+      void crashOnceJournaledMidWay();
+    }
   },
 });
 
