@@ -4,6 +4,7 @@
  */
 import { connect } from '@nats-io/transport-node';
 import { createNode, JetStreamEventStore } from '../../lib/index.js';
+import { Subjects } from '../../lib/subjects.js';
 import { journaledMigrations } from './migration-journal.js';
 import { actors } from '../../examples/bank/actors.js';
 
@@ -17,10 +18,24 @@ const env = (name: string, fallback?: string): string => {
 let crashAt: string | undefined;
 
 /**
- * SIGKILL as soon as the store holds a migration of this node that is not final: the
- * journal writes behind, and on a fast machine a hand-over can finish every migration it
- * journaled before a fixed delay runs out (nothing would be left for the restart to close).
+ * Once set, requests this node sends to other nodes are lost on the way, as in a network
+ * partition: a migration that reached Transferring can then neither finish nor fail before
+ * its transfer timeout, so the crash below always lands mid-migration. Without it a fast
+ * hand-over could finish (and journal) every migration before the crash, and a slow
+ * journal read could miss the short moments a migration stands unfinished in the store.
  */
+let partitioned = false;
+
+const nc = await connect({ servers: env('NATS_URL'), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+const ownSubject = new Subjects(env('NATSTATE_NAMESPACE')).node(env('NATSTATE_NODE_ID'));
+const nodeSubjects = ownSubject.slice(0, ownSubject.lastIndexOf('.') + 1);
+const publish = nc.publish.bind(nc);
+nc.publish = (subject, payload, options) => {
+  if (partitioned && subject.startsWith(nodeSubjects) && subject !== ownSubject) return;
+  publish(subject, payload, options);
+};
+
+/** SIGKILL as soon as the store holds a migration of this node that is not final. */
 async function crashOnceJournaledMidWay(): Promise<void> {
   const nc = await connect({ servers: env('NATS_URL') });
   const store = await JetStreamEventStore.create(nc, { namespace: env('NATSTATE_NAMESPACE') });
@@ -34,13 +49,14 @@ const node = await createNode({
   actors,
   namespace: env('NATSTATE_NAMESPACE'),
   nodeId: env('NATSTATE_NODE_ID'),
-  nats: { servers: env('NATS_URL'), maxReconnectAttempts: -1, reconnectTimeWait: 100 },
+  nats: nc,
   cluster: JSON.parse(env('NATSTATE_CLUSTER', '{}')),
   onError: () => {},
   inspect: (event) => {
     const snapshot = (event as { snapshot?: { value?: unknown } }).snapshot;
     if (crashAt && event.type === '@xstate.snapshot' && snapshot?.value === crashAt) {
       crashAt = undefined;
+      partitioned = true;
       void crashOnceJournaledMidWay();
     }
   },
