@@ -298,6 +298,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         nodeId,
         store,
         isLive,
+        currentMap: () => shardMap.current,
         planTimeoutMs: migrationOptions?.planTimeoutMs,
         inspect: options.inspect,
         onReady: () => coordinator?.request(false),

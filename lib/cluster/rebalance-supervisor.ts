@@ -7,7 +7,11 @@
  * as the next shard map, which is the commit of ownership); the supervisor then waits in
  * Migrating until every moved shard is settled: its source reported it done (each source
  * reports to the lease holder), its source is no longer live (nothing to hand over: the
- * new owner recovers those actors from the store), or `planTimeoutMs` passed (ABORT).
+ * new owner recovers those actors from the store), a newer map gave it to another node
+ * than the plan's destination (the move is superseded), or `planTimeoutMs` passed (ABORT).
+ * A report for a later epoch than the plan's settles the shard too: a source that read a
+ * newer map before the plan's (a direct refresh overtakes the watch) hands the shard over
+ * under that epoch and never sees the plan's own.
  * Committing records the plan's completion durably, then the next plan may start. A
  * membership change during a plan is remembered (`pending`) and planned right after, so
  * two plans never overlap and migrations of one round finish before the next round moves
@@ -31,6 +35,8 @@ export interface RebalanceSupervisorOptions {
   readonly store: EventStore;
   /** Whether a node is a live member. */
   readonly isLive: (nodeId: string) => boolean;
+  /** The newest shard map this node knows (to tell a superseded move). */
+  readonly currentMap?: () => { readonly epoch: number; readonly owners: readonly (string | null)[] } | undefined;
   /** Longest a plan waits for its shards before it is committed with what is done. Default 30,000 ms. */
   readonly planTimeoutMs?: number;
   /** Longest a plan picked up by a new leader waits for reports still on their way. Default 3,000 ms. */
@@ -139,7 +145,7 @@ export class RebalanceSupervisor {
       }
       return;
     }
-    if (status !== 'Migrating' || snapshot.context.epoch !== report.epoch) return;
+    if (status !== 'Migrating' || report.epoch < (snapshot.context.epoch ?? Infinity)) return;
     if (!snapshot.context.remaining.includes(report.shard)) return;
     this.send({ type: 'SHARD_DONE', shard: report.shard, ok: report.ok });
   }
@@ -155,7 +161,7 @@ export class RebalanceSupervisor {
     for (const shard of snapshot.context.remaining) if (from.get(shard) === nodeId) this.send({ type: 'SHARD_DONE', shard, ok: false });
   }
 
-  /** Periodic: settles shards whose source is gone, and ends a plan past its deadline. */
+  /** Periodic: settles shards whose source is gone or whose move a newer map superseded, and ends a plan past its deadline. */
   tick(): void {
     const snapshot = this.actor?.getSnapshot();
     if (!snapshot) return;
@@ -175,6 +181,7 @@ export class RebalanceSupervisor {
     }
     if (this.status !== 'Migrating') return;
     this.settleOrphans();
+    this.settleSuperseded();
     if (this.status === 'Migrating' && Date.now() > this.deadline) this.send({ type: 'ABORT', reason: `plan not done after ${this.planTimeoutMs} ms` });
   }
 
@@ -217,6 +224,19 @@ export class RebalanceSupervisor {
       const source = from.get(shard);
       if (source === null || source === undefined || !this.options.isLive(source)) this.send({ type: 'SHARD_DONE', shard, ok: true });
     }
+  }
+
+  /**
+   * Shards a newer map gives to another node than the plan's destination (it was seen as
+   * failed meanwhile, say): nothing of this plan is still owed for them. Not ok: their
+   * actors recover from the store on their owner.
+   */
+  private settleSuperseded(): void {
+    const snapshot = this.actor?.getSnapshot();
+    const map = this.options.currentMap?.();
+    if (!snapshot || !map || rebalanceStatus(snapshot) !== 'Migrating' || map.epoch <= (snapshot.context.epoch ?? Infinity)) return;
+    const to = new Map(snapshot.context.moves.map((m) => [m.shard, m.to]));
+    for (const shard of snapshot.context.remaining) if (map.owners[shard] !== to.get(shard)) this.send({ type: 'SHARD_DONE', shard, ok: false });
   }
 
   private onSnapshot(status: RebalanceStatus): void {

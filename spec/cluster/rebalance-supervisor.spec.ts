@@ -12,18 +12,21 @@ const moves: RebalanceMove[] = [
 
 function supervisor(store: MemoryEventStore, options: { live?: string[]; planTimeoutMs?: number; resumeGraceMs?: number; nodeId?: string } = {}) {
   const live = new Set(options.live ?? ['a', 'b', 'c']);
+  /** The newest shard map the leader knows (set by a spec). */
+  const map: { current?: { epoch: number; owners: (string | null)[] } } = {};
   const ready = sinon.spy();
   const errors: Error[] = [];
   const sup = new RebalanceSupervisor({
     nodeId: options.nodeId ?? 'leader',
     store,
     isLive: (id) => live.has(id),
+    currentMap: () => map.current,
     planTimeoutMs: options.planTimeoutMs,
     resumeGraceMs: options.resumeGraceMs,
     onReady: ready,
     onError: (e) => errors.push(e),
   });
-  return { sup, ready, errors, live };
+  return { sup, ready, errors, live, map };
 }
 
 const until = async (ok: () => boolean, ms = 2000) => {
@@ -221,6 +224,36 @@ describe('RebalanceSupervisor', () => {
     sup.memberJoined('c');
     expect(sup.view()?.remaining).to.equal(2);
     sup.memberJoined('a');
+    await until(() => sup.status === 'Idle');
+    expect(sup.view()?.lastEpoch).to.equal(6);
+  });
+
+  it('settles a shard its source reports done for a later epoch (it read a newer map before the plan\'s)', async () => {
+    const store = new MemoryEventStore();
+    const { sup } = supervisor(store);
+    await sup.ready();
+    sup.planned(6, moves);
+    sup.shardDone({ shard: 1, epoch: 6, ok: true });
+    sup.shardDone({ shard: 2, epoch: 7, ok: true });
+    await until(() => sup.status === 'Idle');
+    expect(sup.view()?.lastEpoch).to.equal(6);
+  });
+
+  it('settles a shard a newer map gave to another node than the plan\'s destination (the move is superseded)', async () => {
+    const store = new MemoryEventStore();
+    const { sup, map } = supervisor(store);
+    await sup.ready();
+    sup.planned(6, moves);
+    sup.shardDone({ shard: 1, epoch: 6, ok: true });
+    // The plan's own map, or a newer one that keeps the move: still waiting for shard 2.
+    map.current = { epoch: 6, owners: [null, 'b', 'b', 'b'] };
+    sup.tick();
+    map.current = { epoch: 7, owners: [null, 'b', 'c', 'b'] };
+    sup.tick();
+    expect(sup.view()).to.include({ status: 'Migrating', remaining: 1 });
+    // Destination c was seen as failed: shard 2 went elsewhere (a map of orphans).
+    map.current = { epoch: 8, owners: [null, 'b', 'a', 'b'] };
+    sup.tick();
     await until(() => sup.status === 'Idle');
     expect(sup.view()?.lastEpoch).to.equal(6);
   });
