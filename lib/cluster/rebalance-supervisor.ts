@@ -123,7 +123,7 @@ export class RebalanceSupervisor {
     this.early.clear();
     for (const report of early) this.shardDone({ ...report, epoch });
     // Shards with no live source have nothing to hand over.
-    this.settleOrphans();
+    this.settleUnowed();
   }
 
   planFailed(reason: string): void {
@@ -180,8 +180,7 @@ export class RebalanceSupervisor {
       return;
     }
     if (this.status !== 'Migrating') return;
-    this.settleOrphans();
-    this.settleSuperseded();
+    this.settleUnowed();
     if (this.status === 'Migrating' && Date.now() > this.deadline) this.send({ type: 'ABORT', reason: `plan not done after ${this.planTimeoutMs} ms` });
   }
 
@@ -216,27 +215,23 @@ export class RebalanceSupervisor {
     this.actor.send(event);
   }
 
-  private settleOrphans(): void {
+  /**
+   * Settles the remaining shards nothing of this plan is owed for any more: those with no
+   * live source (nothing to hand over), and those a newer map gives to another node than
+   * the plan's destination (it was seen as failed meanwhile, say: the move is superseded,
+   * not ok, and their actors recover from the store on their owner).
+   */
+  private settleUnowed(): void {
     const snapshot = this.actor?.getSnapshot();
     if (!snapshot || rebalanceStatus(snapshot) !== 'Migrating') return;
-    const from = new Map(snapshot.context.moves.map((m) => [m.shard, m.from]));
-    for (const shard of snapshot.context.remaining) {
-      const source = from.get(shard);
-      if (source === null || source === undefined || !this.options.isLive(source)) this.send({ type: 'SHARD_DONE', shard, ok: true });
-    }
-  }
-
-  /**
-   * Shards a newer map gives to another node than the plan's destination (it was seen as
-   * failed meanwhile, say): nothing of this plan is still owed for them. Not ok: their
-   * actors recover from the store on their owner.
-   */
-  private settleSuperseded(): void {
-    const snapshot = this.actor?.getSnapshot();
     const map = this.options.currentMap?.();
-    if (!snapshot || !map || rebalanceStatus(snapshot) !== 'Migrating' || map.epoch <= (snapshot.context.epoch ?? Infinity)) return;
-    const to = new Map(snapshot.context.moves.map((m) => [m.shard, m.to]));
-    for (const shard of snapshot.context.remaining) if (map.owners[shard] !== to.get(shard)) this.send({ type: 'SHARD_DONE', shard, ok: false });
+    const newer = map && map.epoch > (snapshot.context.epoch ?? Infinity) ? map : undefined;
+    const moves = new Map(snapshot.context.moves.map((m) => [m.shard, m]));
+    for (const shard of snapshot.context.remaining) {
+      const move = moves.get(shard);
+      if (!move?.from || !this.options.isLive(move.from)) this.send({ type: 'SHARD_DONE', shard, ok: true });
+      else if (newer && newer.owners[shard] !== move.to) this.send({ type: 'SHARD_DONE', shard, ok: false });
+    }
   }
 
   private onSnapshot(status: RebalanceStatus): void {
