@@ -78,11 +78,12 @@ export interface MigrationOptions {
   readonly leader?: () => string | undefined;
   readonly maxPayload: number;
   /**
-   * Migrations running at once on a source. Default 24: enough to hide a network round
+   * Migrations running at once on a source. Default 32: enough to hide a network round
    * trip per actor, and to keep up with `maxPerSecond` while every step of a migration
-   * waits its turn behind a loaded event loop (B9 on a slower machine: 12 at a time gave
-   * plans of 3.1-4.6 s, 24 of 2.2-2.9 s, at the price of a denser plan: a median
-   * throughput ratio of 0.62 instead of 0.69). `maxPerSecond` bounds the CPU it takes.
+   * waits its turn behind a loaded event loop. B9 on a slower machine: 12 at a time gave
+   * plans of 3.1-4.6 s, 24 of 2.6-3.4 s (half of them over 3 s), 32 of 2.3-2.8 s with
+   * the same throughput ratio (medians 0.62 and 0.59), 40 of 2.3-2.6 s but a ratio of
+   * 0.56. `maxPerSecond` bounds the CPU it takes.
    */
   readonly concurrency?: number;
   /**
@@ -150,7 +151,7 @@ export class MigrationCoordinator {
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(private readonly options: MigrationOptions) {
-    this.concurrency = options.concurrency ?? 24;
+    this.concurrency = options.concurrency ?? 32;
     if (!Number.isSafeInteger(this.concurrency) || this.concurrency < 1) throw new MigrationOptionError('concurrency', options.concurrency, 'must be an integer >= 1');
     const maxPerSecond = options.maxPerSecond ?? 400;
     if (typeof maxPerSecond !== 'number' || !(maxPerSecond > 0)) throw new MigrationOptionError('maxPerSecond', options.maxPerSecond, 'must be a number > 0 (Infinity: no limit)');

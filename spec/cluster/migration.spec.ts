@@ -376,8 +376,8 @@ describe('MigrationCoordinator (destination side)', () => {
     await transport.close();
   });
 
-  it('source side: runs 24 migrations at once by default, and no more', async () => {
-    const { host } = await residentAccounts(40);
+  it('source side: runs 32 migrations at once by default, and no more', async () => {
+    const { host } = await residentAccounts(48);
     const transport = new MemoryTransport();
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
@@ -393,12 +393,12 @@ describe('MigrationCoordinator (destination side)', () => {
     const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
     const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, maxPerSecond: Infinity, transferTimeoutMs: 60_000 });
     const handOver = coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
-    await eventually(() => waiting, (n) => n === 24, 3_000, '24 transfers waiting');
+    await eventually(() => waiting, (n) => n === 32, 3_000, '32 transfers waiting');
     await new Promise((r) => setTimeout(r, 20));
-    expect(mostAtOnce).to.equal(24);
+    expect(mostAtOnce).to.equal(32);
     release();
     await handOver;
-    expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 40, failed: 0 });
+    expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 48, failed: 0 });
     await coordinator.close();
     await host.close();
     await transport.close();
