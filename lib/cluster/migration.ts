@@ -81,9 +81,10 @@ export interface MigrationOptions {
    * Migrations running at once on a source. Default 32: enough to hide a network round
    * trip per actor, and to keep up with `maxPerSecond` while every step of a migration
    * waits its turn behind a loaded event loop. B9 on a slower machine: 12 at a time gave
-   * plans of 3.1-4.6 s, 24 of 2.6-3.4 s (half of them over 3 s), 32 of 2.3-2.8 s with
-   * the same throughput ratio (medians 0.62 and 0.59), 40 of 2.3-2.6 s but a ratio of
-   * 0.56. `maxPerSecond` bounds the CPU it takes.
+   * plans of 3.1-4.6 s, 24 of 2.6-3.4 s (half of them over 3 s), 32 of 2.3-2.85 s at
+   * about the same throughput ratio (interleaved runs: medians 0.62 at 32, 0.59 at 24;
+   * full bench runs: 0.53-0.56 against 0.60-0.61), 40 of 2.3-2.6 s but a ratio of 0.56.
+   * `maxPerSecond` bounds the CPU it takes.
    */
   readonly concurrency?: number;
   /**
