@@ -155,9 +155,9 @@ async function run(rig: Rig, targetSeconds: number, controlMs?: number) {
   const load = Promise.all(Array.from({ length: IN_FLIGHT }, (_, w) => worker(w)));
   // Warm up for 3 s, then measure the steady rate over 2 s (1 s samples right after the
   // preload varied by a third from run to run; after a 1 s warm-up the control, with no
-  // node joining, read 0.76-1.01, after 3 s 0.92-1.19). Both windows start from a collected heap: a major
-  // collection of this heap stops everything for 0.1-0.2 s, and whichever window it fell
-  // in lost up to a tenth of its rate.
+  // node joining, read 0.76-1.01, after 3 s 0.92-1.19). Both windows start from a
+  // collected heap: a major collection of this heap stops everything for 0.1-0.2 s, and
+  // whichever window it fell in lost up to a tenth of its rate.
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   /** Commands per second over `ms`, from a collected heap. */
   const rate = async (ms: number) => {

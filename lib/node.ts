@@ -28,7 +28,7 @@ import { Membership, type MembershipEvent } from './cluster/membership.js';
 import { LeaderLease } from './cluster/leader-lease.js';
 import { ShardCoordinator, type ShardPlan } from './cluster/coordinator.js';
 import { Router } from './cluster/router.js';
-import { MigrationCoordinator, type ActorMigration, type MigrationRecord } from './cluster/migration.js';
+import { MigrationCoordinator, migrationJournalStream, type ActorMigration, type MigrationRecord } from './cluster/migration.js';
 import { Journal, SYSTEM_TYPE_PREFIX } from './cluster/journal.js';
 import { RebalanceSupervisor, type RebalanceView } from './cluster/rebalance-supervisor.js';
 import type { InspectionEvent, Observer } from 'xstate';
@@ -286,7 +286,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         maxPayload,
         ...migrationOptions,
         inspect: options.inspect,
-        journal: new Journal<MigrationRecord>({ store, stream: { type: `${SYSTEM_TYPE_PREFIX}migrations`, id: nodeId }, coalesce: true, onError: report('migration journal') }),
+        journal: new Journal<MigrationRecord>({ store, stream: migrationJournalStream(nodeId), coalesce: true, onError: report('migration journal') }),
         onError: report('migration'),
       })
     : undefined;

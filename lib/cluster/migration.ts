@@ -44,7 +44,7 @@ import {
   type MigrationStatus,
 } from '../../machines/migration.machine.js';
 import { ActorType } from '../actors/actor-type.js';
-import type { Journal } from './journal.js';
+import { SYSTEM_TYPE_PREFIX, type Journal } from './journal.js';
 import { shardOf } from './placement.js';
 import type { ShardMap } from './shard-map.js';
 import type { Transport } from './transport/transport.js';
@@ -53,6 +53,24 @@ import type { Transport } from './transport/transport.js';
 export type MigrationRecord =
   | { readonly type: 'START'; readonly key: string; readonly input: MigrationInput }
   | { readonly type: 'STEP'; readonly key: string; readonly event: MigrationEvent };
+
+/** The stream of a node's migration journal. */
+export function migrationJournalStream(nodeId: string): { readonly type: string; readonly id: string } {
+  return { type: `${SYSTEM_TYPE_PREFIX}migrations`, id: nodeId };
+}
+
+/**
+ * Replays a migration journal: one started machine per migration, keyed as journaled,
+ * each fed its events in order (the caller stops them).
+ */
+export function replayMigrations(records: Iterable<MigrationRecord>): Map<string, Actor<typeof migrationMachine>> {
+  const open = new Map<string, Actor<typeof migrationMachine>>();
+  for (const record of records) {
+    if (record.type === 'START') open.set(record.key, createActor(migrationMachine, { input: record.input }).start());
+    else open.get(record.key)?.send(record.event);
+  }
+  return open;
+}
 
 /** One actor's migration as the source sees it. */
 export interface ActorMigration {
@@ -520,11 +538,7 @@ export class MigrationCoordinator {
     const { journal } = this.options;
     if (!journal) return [];
     const { events } = await journal.open();
-    const open = new Map<string, Actor<typeof migrationMachine>>();
-    for (const record of events) {
-      if (record.type === 'START') open.set(record.key, createActor(migrationMachine, { input: record.input }).start());
-      else open.get(record.key)?.send(record.event);
-    }
+    const open = replayMigrations(events);
     const closed: ActorMigration[] = [];
     for (const [key, actor] of open) {
       if (!isFinalMigration(migrationStatus(actor.getSnapshot()))) {
