@@ -124,7 +124,7 @@ export class JetStreamEventStore implements EventStore {
     try {
       await ensureStream(jsm, subjects, replicas, storage);
       const js = jsm.jetstream();
-      const kv = await new Kvm(js).create(subjects.snapshotBucket, { history: 1, replicas, storage, timeout: timeoutMs });
+      const kv = await createRacingOthers(() => new Kvm(js).create(subjects.snapshotBucket, { history: 1, replicas, storage, timeout: timeoutMs }));
       return new JetStreamEventStore(js, jsm, kv, subjects, info?.max_payload ?? DEFAULT_MAX_PAYLOAD, timeoutMs);
     } catch (err) {
       throw toStoreError(subjects.eventStream, 'creating the event stream and snapshot bucket', err);

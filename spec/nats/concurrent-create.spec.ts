@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import { JetStreamApiError } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { createRacingOthers, isCreateRace } from '../../lib/nats/concurrent-create.js';
 import { NatsKV } from '../../lib/cluster/kv/nats.js';
@@ -47,6 +48,28 @@ describe('creating a stream or bucket that other nodes create at the same moment
     after(async () => {
       await Promise.all(connections.map((nc) => nc.close()));
       await server?.stop();
+    });
+
+    it('an event store and a cluster bucket whose bucket create loses the race try again and open', async () => {
+      const nc = await connect({ servers: server.url });
+      const create = sinon.stub(Kvm.prototype, 'create');
+      try {
+        create.onFirstCall().rejects(overlap());
+        create.callThrough();
+        const store = await JetStreamEventStore.create(nc, { namespace: 'lost-once', storage: 'memory' });
+        expect(create.callCount).to.equal(2);
+        create.resetHistory();
+        create.onFirstCall().rejects(overlap());
+        const kv = await NatsKV.create(nc, { namespace: 'lost-once', storage: 'memory' });
+        expect(create.callCount).to.equal(2);
+        await kv.put('k', new TextEncoder().encode('v'));
+        expect(new TextDecoder().decode((await kv.get('k'))?.value)).to.equal('v');
+        await kv.close();
+        await store.close();
+      } finally {
+        create.restore();
+        await nc.close();
+      }
     });
 
     it('eight nodes opening one namespace at once all get its stream and bucket', async () => {
