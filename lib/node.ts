@@ -106,7 +106,7 @@ export interface ClusterOptions {
   readonly migration?:
     | false
     | {
-        /** Migrations running at once on a source node. Default 24. */
+        /** Migrations running at once on a source node. Default 32. */
         readonly concurrency?: number;
         /** Most migrations a source node starts per second, evenly spaced (Infinity: no limit). Default 400. */
         readonly maxPerSecond?: number;
