@@ -20,7 +20,7 @@ import {
   type PubAck,
   type StoredMsg,
 } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import { MsgHdrsImpl, errors as natsErrors, type NatsConnection } from '@nats-io/nats-core';
 import { v4 as uuid } from 'uuid';
 import type { AnyEventObject } from 'xstate';
@@ -43,7 +43,7 @@ import {
   type StreamId,
 } from '../subjects.js';
 import type { AppendOptions, AppendResult, EventStore, ReadOptions, RecordedEvent } from './eventstore.js';
-import { createRacingOthers } from '../nats/concurrent-create.js';
+import { createBucket, createRacingOthers } from '../nats/concurrent-create.js';
 
 export interface JetStreamEventStoreOptions {
   readonly namespace: string;
@@ -124,7 +124,7 @@ export class JetStreamEventStore implements EventStore {
     try {
       await ensureStream(jsm, subjects, replicas, storage);
       const js = jsm.jetstream();
-      const kv = await createRacingOthers(() => new Kvm(js).create(subjects.snapshotBucket, { history: 1, replicas, storage, timeout: timeoutMs }));
+      const kv = await createBucket(js, subjects.snapshotBucket, { replicas, storage, timeoutMs });
       return new JetStreamEventStore(js, jsm, kv, subjects, info?.max_payload ?? DEFAULT_MAX_PAYLOAD, timeoutMs);
     } catch (err) {
       throw toStoreError(subjects.eventStream, 'creating the event stream and snapshot bucket', err);

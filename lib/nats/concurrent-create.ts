@@ -5,7 +5,9 @@
  * (err_code 10065): the first one holds the subjects but is not registered under its name
  * yet. Trying again a moment later finds the stream that won.
  */
-import { JetStreamApiError } from '@nats-io/jetstream';
+import { JetStreamApiError, type JetStreamClient } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import type { ResolvedJetStreamOptions } from './jetstream-options.js';
 
 /** JetStream's err_code for a stream whose subjects another stream already has. */
 const SUBJECTS_OVERLAP = 10065;
@@ -25,4 +27,12 @@ export async function createRacingOthers<T>(create: () => Promise<T>): Promise<T
       await new Promise((resolve) => setTimeout(resolve, 25 * 2 ** (attempt - 1)));
     }
   }
+}
+
+/**
+ * Creates a KV bucket keeping one value per key, or binds to the one another node
+ * created: every bucket natstate opens goes through here, so none can lose the race.
+ */
+export function createBucket(js: JetStreamClient, name: string, { replicas, storage, timeoutMs }: Pick<ResolvedJetStreamOptions, 'replicas' | 'storage' | 'timeoutMs'>): Promise<KV> {
+  return createRacingOthers(() => new Kvm(js).create(name, { history: 1, replicas, storage, timeout: timeoutMs }));
 }

@@ -21,12 +21,12 @@ import {
   type JsMsg,
   type PushConsumer,
 } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import { errors as natsErrors, type NatsConnection } from '@nats-io/nats-core';
 import { ClosedError, NatstateError, ServerCapabilityError, TimeoutError, reportError } from '../../errors.js';
 import { isJetStreamNotEnabled, resolveJetStreamOptions } from '../../nats/jetstream-options.js';
 import { RevisionConflictError, type ClusterKV, type KvChange, type KvEntry } from './kv.js';
-import { createRacingOthers } from '../../nats/concurrent-create.js';
+import { createBucket } from '../../nats/concurrent-create.js';
 
 export interface NatsKVOptions {
   readonly namespace: string;
@@ -72,7 +72,7 @@ export class NatsKV implements ClusterKV {
     const bucket = subjects.clusterBucket;
     try {
       const js = jetstream(nc, { timeout: timeoutMs });
-      const kv = await createRacingOthers(() => new Kvm(js).create(bucket, { history: 1, replicas, storage, timeout: timeoutMs }));
+      const kv = await createBucket(js, bucket, { replicas, storage, timeoutMs });
       const { config } = (await kv.status()).streamInfo;
       const keySubjects = config.subjects?.[0];
       if (!keySubjects?.endsWith('.>')) throw new Error(`the stream ${config.name} behind bucket ${bucket} has unexpected subjects ${String(config.subjects)}`);
