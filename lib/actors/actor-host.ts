@@ -190,6 +190,11 @@ export class ActorHost {
     return this.options.store.version({ type, id });
   }
 
+  /** The version of the actor's stream as this node's store last saw it, without a round trip (see `EventStore.knownVersion`). */
+  knownStoreVersion(type: string, id: string): number | undefined {
+    return this.options.store.knownVersion({ type, id });
+  }
+
   /** Drops an idle resident actor at once (it migrated away); false if it is busy. */
   release(type: string, id: string): boolean {
     const byId = this.residents.get(type);

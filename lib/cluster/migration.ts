@@ -13,7 +13,7 @@
  *   a second, and tells the destination, the leader and every other owner when a shard
  *   is done.
  * - destination (`handleMigrationRequest`): checks that it owns the shard, that the
- *   store is at the captured version and that the state fits its machine; installs the
+ *   store is at the captured version (what its store knows, else a read) and that the state fits its machine; installs the
  *   actor and acks. Anything else is refused and the actor is recovered from the store.
  *   Until a moved shard is done (or `holdMs` passed), commands for its actors that are not
  *   installed yet are forwarded to the source (`inTransit`, see `Router`), which serves
@@ -449,7 +449,14 @@ export class MigrationCoordinator {
     }
     let installed: boolean;
     try {
-      const stored = await host.storeVersion(request.type, request.id);
+      // This node's store already knows the version of nearly every stream it is sent (the
+      // source's last commit reached it as an EventStored before the request did). A known
+      // version can lag behind the store but not run ahead of it: at or past the captured
+      // one it answers the check without a round trip. A write since then by anyone else
+      // would still fail this node's first append on its expected sequence (and the actor
+      // would catch up from the store), exactly as a write between a read and the install.
+      const known = host.knownStoreVersion(request.type, request.id);
+      const stored = known !== undefined && known >= request.version ? known : await host.storeVersion(request.type, request.id);
       if (stored !== request.version) {
         return { kind: 'nack', reason: `version mismatch: migrated at ${request.version}, the store is at ${stored}; recovering from the store`, retryable: false };
       }

@@ -57,6 +57,13 @@ export interface EventStore {
   read(stream: StreamId, options?: ReadOptions): AsyncIterable<RecordedEvent>;
   /** The stream's current version (0 when it has no events). */
   version(stream: StreamId): Promise<number>;
+  /**
+   * The stream's version as this store last saw it (its own appends and reads, and the
+   * hints it was given), without a round trip; undefined when it has not seen the stream.
+   * It may lag behind the store, never run ahead of it (short of a false hint), so it is
+   * only a shortcut for checks that `append`'s fencing backs anyway.
+   */
+  knownVersion(stream: StreamId): number | undefined;
   saveSnapshot(stream: StreamId, snapshot: SnapshotRecord): Promise<void>;
   loadSnapshot(stream: StreamId): Promise<SnapshotRecord | undefined>;
   /**

@@ -195,6 +195,11 @@ export class JetStreamEventStore implements EventStore {
     return (await this.fetchPosition(key, this.subjects.events(stream))).version;
   }
 
+  knownVersion(stream: StreamId): number | undefined {
+    this.assertOpen();
+    return this.cache.get(checkedKey(stream))?.version;
+  }
+
   async saveSnapshot(stream: StreamId, snapshot: SnapshotRecord): Promise<void> {
     this.assertOpen();
     const key = checkedKey(stream);

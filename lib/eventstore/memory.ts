@@ -83,6 +83,11 @@ export class MemoryEventStore implements EventStore {
     return this.streams.get(this.key(stream))?.version ?? 0;
   }
 
+  knownVersion(stream: StreamId): number | undefined {
+    // One shared in-process state: what it knows is the truth.
+    return this.streams.get(this.key(stream))?.version ?? 0;
+  }
+
   async saveSnapshot(stream: StreamId, snapshot: SnapshotRecord): Promise<void> {
     this.snapshots.set(this.key(stream), snapshot);
   }

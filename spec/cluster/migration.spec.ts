@@ -277,6 +277,30 @@ describe('MigrationCoordinator (destination side)', () => {
     await host.close();
   });
 
+  it('checks the captured version against what its store already knows, and reads the store only when that lags behind', async () => {
+    const { capture, store: sourceStore } = await capturedFrom([1, 2, 3]);
+    const copy = async (store: MemoryEventStore) => {
+      for await (const e of sourceStore.read({ type: 'account', id: 'acc' })) await store.append({ type: 'account', id: 'acc' }, [e.event], { expectedVersion: e.version - 1, commandIds: [e.commandId] });
+    };
+    const request: MigrationRequest = { kind: 'migrate', type: 'account', id: 'acc', from: 'a', epoch: 2, ...capture };
+    for (const [known, reads, reply] of [
+      [3, 0, 'ack'],
+      [undefined, 1, 'ack'],
+      [2, 1, 'ack'],
+      // Known to be past the capture: the store is ahead, no read needed to refuse it.
+      [4, 0, 'nack'],
+    ] as const) {
+      const { host, store, coordinator } = destination();
+      await copy(store);
+      sinon.stub(store, 'knownVersion').returns(known);
+      const version = sinon.spy(store, 'version');
+      expect(await coordinator.handleMigrationRequest(request), `known ${known}`).to.include({ kind: reply });
+      expect(version.callCount, `known ${known}`).to.equal(reads);
+      expect(host.isResident('account', 'acc'), `known ${known}`).to.equal(reply === 'ack');
+      await host.close();
+    }
+  });
+
   it('refuses an actor of a shard it does not own', async () => {
     const { capture } = await capturedFrom([1]);
     const { shardMap, coordinator, host } = destination();

@@ -106,6 +106,19 @@ export function eventStoreContract(name: string, factory: () => Promise<EventSto
         expect(await store.version(s)).to.equal(4);
       });
 
+      it('knows without a round trip the version it wrote or read, and never one the store has not reached', async () => {
+        const other = await secondWriter();
+        const s = account('known');
+        expect(store.knownVersion(s) ?? 0).to.equal(0);
+        await store.append(s, [ev('A'), ev('B')], { expectedVersion: 0 });
+        expect(store.knownVersion(s)).to.equal(2);
+        await other.append(s, [ev('C')], { expectedVersion: 2 });
+        // Another writer's commit: a store may not have heard of it yet, but never knows more.
+        expect(store.knownVersion(s)).to.be.oneOf([2, 3]);
+        expect(await store.version(s)).to.equal(3);
+        expect(store.knownVersion(s)).to.equal(3);
+      });
+
       it('accepts an empty append at the current version without storing anything', async () => {
         const s = account('empty');
         const stored = await store.append(s, [ev('A'), ev('B')], { expectedVersion: 0 });
@@ -380,6 +393,7 @@ export function eventStoreContract(name: string, factory: () => Promise<EventSto
             (e) => expect(e.actorId, label).to.equal(id),
           );
           await rejection(store.version(s), InvalidActorIdError);
+          expect(() => store.knownVersion(s), label).to.throw(InvalidActorIdError);
           await rejection(collect(store.read(s)), InvalidActorIdError);
           await rejection(store.saveSnapshot(s, snapshot(1)), InvalidActorIdError);
           await rejection(store.loadSnapshot(s), InvalidActorIdError);
@@ -393,6 +407,7 @@ export function eventStoreContract(name: string, factory: () => Promise<EventSto
           const s = { type, id: 'a' } as unknown as StreamId;
           await rejection(store.append(s, [ev('A')], { expectedVersion: 0 }), InvalidNameError);
           await rejection(store.version(s), InvalidNameError);
+          expect(() => store.knownVersion(s)).to.throw(InvalidNameError);
         }
       });
     });
@@ -404,6 +419,7 @@ export function eventStoreContract(name: string, factory: () => Promise<EventSto
         await store.close();
         await rejection(store.append(s, [ev('B')], { expectedVersion: 1 }), ClosedError);
         await rejection(store.version(s), ClosedError);
+        expect(() => store.knownVersion(s)).to.throw(ClosedError);
         await rejection(collect(store.read(s)), ClosedError);
         await rejection(store.saveSnapshot(s, snapshot(1)), ClosedError);
         await rejection(store.loadSnapshot(s), ClosedError);
