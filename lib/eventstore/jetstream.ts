@@ -21,7 +21,7 @@ import {
   type StoredMsg,
 } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
-import { MsgHdrsImpl, errors as natsErrors, type NatsConnection } from '@nats-io/nats-core';
+import { MsgHdrsImpl, headers, errors as natsErrors, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import { v4 as uuid } from 'uuid';
 import type { AnyEventObject } from 'xstate';
 import { DEFAULT_MAX_PAYLOAD, decode, encodeWithin } from '../codec/codec.js';
@@ -33,7 +33,9 @@ import {
   EventStoreError,
   NatstateError,
   ServerCapabilityError,
+  TimeoutError,
 } from '../errors.js';
+import { ReplyMux } from '../nats/reply-mux.js';
 import {
   Subjects,
   encodeToken,
@@ -80,8 +82,9 @@ const STALE_RETRIES = 5;
 const READ_BATCH = 1024;
 /** The ack says the server stored nothing because another commit came first. */
 const WRONG_LAST_SEQUENCE = Symbol('wrong last sequence');
+const UTF8 = new TextDecoder();
 
-type PublishOutcome = { readonly ack: PubAck; readonly retried: boolean } | typeof WRONG_LAST_SEQUENCE;
+type PublishOutcome = { readonly ack: Pick<PubAck, 'seq' | 'duplicate'>; readonly retried: boolean } | typeof WRONG_LAST_SEQUENCE;
 
 export class JetStreamEventStore implements EventStore {
   /** Largest message the server accepts (its `max_payload`). */
@@ -90,8 +93,11 @@ export class JetStreamEventStore implements EventStore {
   private readonly streamName: string;
   private readonly cache = new Map<string, StreamPosition>();
   private closed = false;
+  /** Commits are published through it rather than `js.publish` (see `ReplyMux`). */
+  private readonly mux: ReplyMux;
 
   private constructor(
+    nc: NatsConnection,
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly kv: KV,
@@ -102,6 +108,8 @@ export class JetStreamEventStore implements EventStore {
     this.subjects = subjects;
     this.streamName = subjects.eventStream;
     this.maxPayload = maxPayload;
+    // Only its reply subscription can fail, and every publish waiting on it fails with that error.
+    this.mux = new ReplyMux(nc, { owner: 'JetStreamEventStore', onError: () => {} });
   }
 
   /**
@@ -125,7 +133,7 @@ export class JetStreamEventStore implements EventStore {
       await ensureStream(jsm, subjects, replicas, storage);
       const js = jsm.jetstream();
       const kv = await createBucket(js, subjects.snapshotBucket, { replicas, storage, timeoutMs });
-      return new JetStreamEventStore(js, jsm, kv, subjects, info?.max_payload ?? DEFAULT_MAX_PAYLOAD, timeoutMs);
+      return new JetStreamEventStore(nc, js, jsm, kv, subjects, info?.max_payload ?? DEFAULT_MAX_PAYLOAD, timeoutMs);
     } catch (err) {
       throw toStoreError(subjects.eventStream, 'creating the event stream and snapshot bucket', err);
     }
@@ -242,6 +250,8 @@ export class JetStreamEventStore implements EventStore {
   async close(): Promise<void> {
     this.closed = true;
     this.cache.clear();
+    // Commits already published still get their ack: the caller may be waiting on them.
+    this.mux.closeWhenIdle();
   }
 
   private async *readEvents(stream: StreamId, fromVersion: number, fromSequence: number): AsyncGenerator<RecordedEvent> {
@@ -322,19 +332,24 @@ export class JetStreamEventStore implements EventStore {
   }
 
   /** Publishes one commit, repeating it (same message id) when the ack is lost. */
+  /**
+   * One commit, published as `js.publish` would (the same headers, the same ack), but
+   * through the store's `ReplyMux`. A lost acknowledgement is retried with the same
+   * message id, so the server's dedupe window stores the commit once.
+   */
   private async publish(key: string, subject: string, data: Uint8Array, msgId: string, lastSequence: number): Promise<PublishOutcome> {
+    const h = headers();
+    h.set(PubHeaders.MsgIdHdr, msgId);
+    h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, `${lastSequence}`);
     for (let attempt = 1; ; attempt++) {
       try {
-        const ack = await this.js.publish(subject, data, {
-          msgID: msgId,
-          expect: { lastSubjectSequence: lastSequence },
-          timeout: this.timeoutMs,
-        });
+        const reply = await this.mux.request(subject, data, this.timeoutMs, `appending to ${key}`, h);
+        const ack = parseAck(reply);
+        if (ack === WRONG_LAST_SEQUENCE) return ack;
         return { ack, retried: attempt > 1 };
       } catch (err) {
-        if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence) return WRONG_LAST_SEQUENCE;
         if (!isTimeout(err) || attempt >= PUBLISH_ATTEMPTS) {
-          throw toStoreError(key, `appending (${attempt} attempt(s); the commit may be stored, retry with the same commitId)`, err);
+          throw new EventStoreError(key, `appending (${attempt} attempt(s); the commit may be stored, retry with the same commitId): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
         }
       }
     }
@@ -452,7 +467,30 @@ function headerBytes(msgId: string): number {
 
 
 function isTimeout(err: unknown): boolean {
-  return err instanceof natsErrors.TimeoutError || (err instanceof Error && err.cause instanceof natsErrors.TimeoutError);
+  return err instanceof TimeoutError || err instanceof natsErrors.TimeoutError || (err instanceof Error && err.cause instanceof natsErrors.TimeoutError);
+}
+
+/**
+ * The server's answer to a published commit: its sequence and whether the dedupe window
+ * knew its message id, or `WRONG_LAST_SEQUENCE`. Anything else throws: a 503 status
+ * (nothing listens on the subject: the stream is gone or JetStream is off) or another
+ * JetStream error (`JetStreamApiError`).
+ */
+function parseAck(reply: Msg): Pick<PubAck, 'seq' | 'duplicate'> | typeof WRONG_LAST_SEQUENCE {
+  if (reply.headers?.code === 503) throw new Error('no JetStream stream takes this subject (the stream is missing or JetStream is not enabled)');
+  let body: unknown;
+  try {
+    body = JSON.parse(UTF8.decode(reply.data));
+  } catch {
+    throw new Error('JetStream answered the publish with something that is not JSON');
+  }
+  const ack = body as { error?: { code: number; err_code: number; description: string }; stream?: unknown; seq?: unknown; duplicate?: unknown };
+  if (ack.error) {
+    if (ack.error.err_code === JetStreamApiCodes.StreamWrongLastSequence) return WRONG_LAST_SEQUENCE;
+    throw new JetStreamApiError(ack.error);
+  }
+  if (typeof ack.stream !== 'string' || ack.stream === '' || !Number.isSafeInteger(ack.seq)) throw new Error('JetStream answered the publish with an invalid ack');
+  return { seq: ack.seq as number, duplicate: ack.duplicate === true };
 }
 
 

@@ -3,7 +3,7 @@ import sinon from 'sinon';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
-import { errors as natsErrors, type NatsConnection } from '@nats-io/nats-core';
+import { createInbox, errors as natsErrors, type NatsConnection, type PublishOptions } from '@nats-io/nats-core';
 import { decode } from '../../lib/codec/codec.js';
 import { isCommitRecord } from '../../lib/codec/messages.js';
 import {
@@ -35,11 +35,16 @@ async function messageCount(jsm: JetStreamManager, namespace: string): Promise<n
 /** Counts the requests a connection sends, by kind, from the moment it is called. */
 function countRequests(nc: NatsConnection) {
   const spy = sinon.spy(nc, 'request');
-  const subjects = () => spy.getCalls().map((call) => call.args[0] as string);
+  // Commits are published with a reply subject of the store's own (see ReplyMux), not requested.
+  const published = sinon.spy(nc, 'publish');
+  const subjects = (s: sinon.SinonSpy) => s.getCalls().map((call) => call.args[0] as string);
   return {
-    lookups: () => subjects().filter((s) => s.startsWith('$JS.API.STREAM.MSG.GET.')).length,
-    publishes: (subject: string) => subjects().filter((s) => s === subject).length,
-    restore: () => spy.restore(),
+    lookups: () => subjects(spy).filter((s) => s.startsWith('$JS.API.STREAM.MSG.GET.')).length,
+    publishes: (subject: string) => subjects(published).filter((s) => s === subject).length,
+    restore: () => {
+      spy.restore();
+      published.restore();
+    },
   };
 }
 
@@ -157,6 +162,23 @@ describe('JetStreamEventStore', function () {
       await own.close();
       await rejection(store.append(account('a'), [ev('A')], { expectedVersion: 0 }), EventStoreError);
       await rejection(store.version(account('a')), EventStoreError);
+    });
+
+    it('reports a commit the server refuses, or a stream gone from under it, as EventStoreError and stores nothing', async () => {
+      const namespace = uniqueNamespace('refused');
+      const names = new Subjects(namespace);
+      const store = await JetStreamEventStore.create(nc, { namespace });
+      const s = account('a');
+      await store.append(s, [ev('A')], { expectedVersion: 0 });
+      const info = await jsm.streams.info(names.eventStream);
+      await jsm.streams.update(names.eventStream, { ...info.config, max_msg_size: 64 });
+      const tooLarge = await rejection(store.append(s, [ev('B', { pad: 'x'.repeat(200) })], { expectedVersion: 1 }), EventStoreError);
+      expect(tooLarge.message).to.match(/maximum/i);
+      expect(await messageCount(jsm, namespace)).to.equal(1);
+      await jsm.streams.delete(names.eventStream);
+      const gone = await rejection(store.append(s, [ev('C')], { expectedVersion: 1 }), EventStoreError);
+      expect(gone.message).to.match(/no JetStream stream takes this subject/);
+      await store.close();
     });
   });
 
@@ -294,25 +316,27 @@ describe('JetStreamEventStore', function () {
       await conn.close();
     });
 
-    /** Makes the next `count` publishes to `subject` time out, after reaching the server or not. */
+    /**
+     * Loses the acks of the next `count` publishes to `subject`: the commit reaches the
+     * server with a reply subject nobody reads (`delivered`), or never leaves the client.
+     */
     function loseAcks(subject: string, count: number, delivered: boolean): () => number {
-      const request = conn.request.bind(conn);
+      const publish = conn.publish.bind(conn);
       let left = count;
       let published = 0;
-      (sinon.stub(conn, 'request') as sinon.SinonStub).callsFake(async (subj: string, data: Uint8Array, opts: unknown) => {
-        if (subj !== subject) return request(subj, data, opts as never);
+      (sinon.stub(conn, 'publish') as sinon.SinonStub).callsFake((subj: string, data: Uint8Array, opts?: PublishOptions) => {
+        if (subj !== subject) return publish(subj, data, opts);
         published += 1;
-        if (left === 0) return request(subj, data, opts as never);
+        if (left === 0) return publish(subj, data, opts);
         left -= 1;
-        if (delivered) await request(subj, data, opts as never);
-        throw new natsErrors.TimeoutError();
+        if (delivered) publish(subj, data, { ...opts, reply: createInbox() });
       });
       return () => published;
     }
 
     it('publishes the commit again under the same message id, so it is stored once', async () => {
       const namespace = uniqueNamespace('lost-ack');
-      const store = await JetStreamEventStore.create(conn, { namespace });
+      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 250 });
       const s = account('acked-late');
       const published = loseAcks(new Subjects(namespace).events(s), 2, true);
       const result = await store.append(s, [ev('A'), ev('B')], { expectedVersion: 0 });
@@ -325,7 +349,7 @@ describe('JetStreamEventStore', function () {
 
     it('stores a commit whose first publish never reached the server', async () => {
       const namespace = uniqueNamespace('lost-pub');
-      const store = await JetStreamEventStore.create(conn, { namespace });
+      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 250 });
       const s = account('dropped');
       loseAcks(new Subjects(namespace).events(s), 1, false);
       expect(await store.append(s, [ev('A')], { expectedVersion: 0 })).to.include({ version: 1, duplicate: false });
@@ -335,7 +359,7 @@ describe('JetStreamEventStore', function () {
 
     it('gives up with EventStoreError after repeated timeouts; a retry with the commit id stores nothing new', async () => {
       const namespace = uniqueNamespace('lost-all');
-      const store = await JetStreamEventStore.create(conn, { namespace });
+      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 250 });
       const s = account('unlucky');
       loseAcks(new Subjects(namespace).events(s), 10, true);
       const error = await rejection(store.append(s, [ev('A')], { expectedVersion: 0, commitId: 'c-1' }), EventStoreError);
