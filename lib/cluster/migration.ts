@@ -451,10 +451,11 @@ export class MigrationCoordinator {
     try {
       // This node's store already knows the version of nearly every stream it is sent (the
       // source's last commit reached it as an EventStored before the request did). A known
-      // version can lag behind the store but not run ahead of it: at or past the captured
-      // one it answers the check without a round trip. A write since then by anyone else
-      // would still fail this node's first append on its expected sequence (and the actor
-      // would catch up from the store), exactly as a write between a read and the install.
+      // version can lag behind the store, and runs ahead of it only after a false hint or
+      // a stream deleted or purged underneath: at or past the captured one it answers the
+      // check without a round trip. A write since then by anyone else, or a store behind
+      // the cache, still fails this node's first append on its expected sequence (and the
+      // actor catches up from the store), as a write between a read and the install would.
       const known = host.knownStoreVersion(request.type, request.id);
       const stored = known !== undefined && known >= request.version ? known : await host.storeVersion(request.type, request.id);
       if (stored !== request.version) {

@@ -60,8 +60,9 @@ export interface EventStore {
   /**
    * The stream's version as this store last saw it (its own appends and reads, and the
    * hints it was given), without a round trip; undefined when it has not seen the stream.
-   * It may lag behind the store, never run ahead of it (short of a false hint), so it is
-   * only a shortcut for checks that `append`'s fencing backs anyway.
+   * It may lag behind the store and runs ahead of it only after a false hint or when the
+   * stream was deleted or purged under the store, so it is only a shortcut for checks
+   * that `append`'s fencing backs anyway. An in-process store knows every stream.
    */
   knownVersion(stream: StreamId): number | undefined;
   saveSnapshot(stream: StreamId, snapshot: SnapshotRecord): Promise<void>;

@@ -331,7 +331,6 @@ export class JetStreamEventStore implements EventStore {
     }
   }
 
-  /** Publishes one commit, repeating it (same message id) when the ack is lost. */
   /**
    * One commit, published as `js.publish` would (the same headers, the same ack), but
    * through the store's `ReplyMux`. A lost acknowledgement is retried with the same
@@ -341,6 +340,8 @@ export class JetStreamEventStore implements EventStore {
     const h = headers();
     h.set(PubHeaders.MsgIdHdr, msgId);
     h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, `${lastSequence}`);
+    // Closed between the version lookup and the first publish: nothing was sent.
+    this.assertOpen();
     for (let attempt = 1; ; attempt++) {
       try {
         const reply = await this.mux.request(subject, data, this.timeoutMs, `appending to ${key}`, h);

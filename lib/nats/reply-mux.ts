@@ -121,6 +121,14 @@ export class ReplyMux {
         this.closeIfIdle();
       },
     });
+    // The connection closed (or drained): nothing waiting on it will get its reply.
+    void subscription.closed.then(() => {
+      if (this.replies?.subscription !== subscription) return;
+      this.replies = undefined;
+      for (const request of this.pending.values()) request.reject(new ClosedError('the NATS connection'));
+      this.pending.clear();
+      this.closeIfIdle();
+    });
     this.replies = { inbox, subscription };
     return inbox;
   }

@@ -336,7 +336,7 @@ describe('JetStreamEventStore', function () {
 
     it('publishes the commit again under the same message id, so it is stored once', async () => {
       const namespace = uniqueNamespace('lost-ack');
-      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 250 });
+      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 1000 });
       const s = account('acked-late');
       const published = loseAcks(new Subjects(namespace).events(s), 2, true);
       const result = await store.append(s, [ev('A'), ev('B')], { expectedVersion: 0 });
@@ -349,7 +349,7 @@ describe('JetStreamEventStore', function () {
 
     it('stores a commit whose first publish never reached the server', async () => {
       const namespace = uniqueNamespace('lost-pub');
-      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 250 });
+      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 1000 });
       const s = account('dropped');
       loseAcks(new Subjects(namespace).events(s), 1, false);
       expect(await store.append(s, [ev('A')], { expectedVersion: 0 })).to.include({ version: 1, duplicate: false });
@@ -359,7 +359,7 @@ describe('JetStreamEventStore', function () {
 
     it('gives up with EventStoreError after repeated timeouts; a retry with the commit id stores nothing new', async () => {
       const namespace = uniqueNamespace('lost-all');
-      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 250 });
+      const store = await JetStreamEventStore.create(conn, { namespace, timeoutMs: 1000 });
       const s = account('unlucky');
       loseAcks(new Subjects(namespace).events(s), 10, true);
       const error = await rejection(store.append(s, [ev('A')], { expectedVersion: 0, commitId: 'c-1' }), EventStoreError);

@@ -83,6 +83,21 @@ describe('ReplyMux', function () {
     expect(await mux.request('echo', text('late'), 2000, 'echo').catch((e: unknown) => e)).to.be.instanceOf(ClosedError);
   });
 
+  it('fails what waits with ClosedError at once when the connection closes under it', async () => {
+    const own = await connect({ servers: server.url });
+    const mux = new ReplyMux(own, { owner: 'test', onError: () => {} });
+    await responder.subscribe('ignored', { callback: () => {} });
+    await responder.flush();
+    const waiting = mux.request('ignored', text('x'), 10_000, 'the ignored one').catch((e: unknown) => e);
+    await own.flush();
+    const started = Date.now();
+    await own.close();
+    const error = await waiting;
+    expect(error).to.be.instanceOf(ClosedError);
+    expect(Date.now() - started).to.be.below(2000);
+    expect(await mux.request('ignored', text('y'), 10_000, 'after').catch((e: unknown) => e)).to.be.instanceOf(ClosedError);
+  });
+
   it('closeWhenIdle lets the requests in flight finish, refuses new ones, then drops its subscription', async () => {
     const mux = new ReplyMux(nc, { owner: 'test', onError: () => {} });
     const h = headers();

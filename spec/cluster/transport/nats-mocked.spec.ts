@@ -22,6 +22,8 @@ interface FakeSubscription {
   readonly callback: MsgCallback<Msg>;
   readonly unsubscribe: sinon.SinonStub<[], void>;
   readonly drain: sinon.SinonStub<[], Promise<void>>;
+  /** Settles when the subscription ends, as the client's does (here: never, unless a spec ends it). */
+  readonly closed: Promise<void>;
 }
 
 /** Just the part of a `NatsConnection` the transport uses, recording what it is asked to do. */
@@ -40,6 +42,7 @@ class FakeConnection {
       callback: options.callback!,
       unsubscribe: sinon.stub(),
       drain: sinon.stub<[], Promise<void>>().resolves(),
+      closed: new Promise<void>(() => {}),
     };
     this.subscriptions.push(subscription);
     return subscription;
