@@ -21,7 +21,7 @@ import {
   type StoredMsg,
 } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
-import { MsgHdrsImpl, headers, errors as natsErrors, type Msg, type NatsConnection } from '@nats-io/nats-core';
+import { MsgHdrsImpl, headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import { v4 as uuid } from 'uuid';
 import type { AnyEventObject } from 'xstate';
 import { DEFAULT_MAX_PAYLOAD, decode, encodeWithin } from '../codec/codec.js';
@@ -349,7 +349,8 @@ export class JetStreamEventStore implements EventStore {
         if (ack === WRONG_LAST_SEQUENCE) return ack;
         return { ack, retried: attempt > 1 };
       } catch (err) {
-        if (!isTimeout(err) || attempt >= PUBLISH_ATTEMPTS) {
+        // A lost ack is the mux's TimeoutError; anything else will not go better on a retry.
+        if (!(err instanceof TimeoutError) || attempt >= PUBLISH_ATTEMPTS) {
           throw new EventStoreError(key, `appending (${attempt} attempt(s); the commit may be stored, retry with the same commitId): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
         }
       }
@@ -458,17 +459,21 @@ function messageId(subject: string, commitId: string): string {
   return `${encodeToken(commitId) || '-'}@${actor}`;
 }
 
-/** Size of the headers a commit is published with (they count toward max_payload). */
-function headerBytes(msgId: string): number {
+/** The headers of a commit with a one-character message id, the largest sequence expected. */
+const HEADER_BYTES_WITH_ONE_CHARACTER_ID = (() => {
   const h = new MsgHdrsImpl();
-  h.set(PubHeaders.MsgIdHdr, msgId);
+  h.set(PubHeaders.MsgIdHdr, 'x');
   h.set(PubHeaders.ExpectedLastSubjectSequenceHdr, String(Number.MAX_SAFE_INTEGER));
   return h.encode().length;
-}
+})();
 
-
-function isTimeout(err: unknown): boolean {
-  return err instanceof TimeoutError || err instanceof natsErrors.TimeoutError || (err instanceof Error && err.cause instanceof natsErrors.TimeoutError);
+/**
+ * Size of the headers a commit is published with (they count toward max_payload). A
+ * message id is ASCII (an encoded token and base64url), one byte per character, so the
+ * size is known without building the headers for every commit.
+ */
+function headerBytes(msgId: string): number {
+  return HEADER_BYTES_WITH_ONE_CHARACTER_ID - 1 + msgId.length;
 }
 
 /**

@@ -7,6 +7,7 @@ import { createInbox, errors as natsErrors, type NatsConnection, type PublishOpt
 import { decode } from '../../lib/codec/codec.js';
 import { isCommitRecord } from '../../lib/codec/messages.js';
 import {
+  ClosedError,
   ConcurrencyError,
   DecodeError,
   EventStoreError,
@@ -154,6 +155,21 @@ describe('JetStreamEventStore', function () {
       await store.close();
       expect(nc2.isClosed()).to.equal(false);
       await nc2.flush();
+    });
+
+    it('closing lets a commit already published get its ack, and fails one that has not gone out yet with ClosedError', async () => {
+      const namespace = uniqueNamespace('closing');
+      const store = await JetStreamEventStore.create(nc, { namespace });
+      const warm = account('warm');
+      await store.append(warm, [ev('A')], { expectedVersion: 0 });
+      // The position is cached: this commit is published before append returns its promise.
+      const inFlight = store.append(warm, [ev('B')], { expectedVersion: 1 });
+      // No position yet: this one is still looking the stream up when the store closes.
+      const notSent = store.append(account('cold'), [ev('A')], { expectedVersion: 0 });
+      await store.close();
+      expect(await inFlight).to.include({ version: 2, duplicate: false });
+      await rejection(notSent, ClosedError);
+      expect(await messageCount(jsm, namespace)).to.equal(2);
     });
 
     it('reports a lost connection as EventStoreError', async () => {
