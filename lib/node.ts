@@ -108,6 +108,8 @@ export interface ClusterOptions {
     | {
         /** Migrations running at once on a source node. Default 32. */
         readonly concurrency?: number;
+        /** Most actors of one shard a source sends in one request (1 to 1,024). Default 16. */
+        readonly batchSize?: number;
         /** Most migrations a source node starts per second, evenly spaced (Infinity: no limit). Default 400. */
         readonly maxPerSecond?: number;
         /** Wait for a destination's answer. Default 2,000 ms. */
@@ -319,6 +321,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
       admitHandoff: (type, id) => migrations.admitHandoff(type, id),
       previousOwner: (shard) => migrations.previousOwner(shard),
       handleMigrationRequest: (request) => migrations.handleMigrationRequest(request),
+      handleMigrationBatch: (batch) => migrations.handleMigrationBatch(batch),
       handleShardDone: (message) => {
         migrations.handleShardDone(message);
         if (lease?.isLeader) supervisor?.shardDone(message);

@@ -17,6 +17,8 @@ import { decode, encodeWithin, DEFAULT_MAX_PAYLOAD } from '../codec/codec.js';
 import {
   isNodeRequest,
   isRouteReply,
+  type MigrationBatch,
+  type MigrationBatchReply,
   type MigrationReply,
   type MigrationRequest,
   type NodeRequest,
@@ -56,6 +58,7 @@ export interface MigrationHooks {
   /** The previous owner of a shard while it is moving, which may still hold its actors warm. */
   previousOwner?(shard: number): string | undefined;
   handleMigrationRequest(request: MigrationRequest): Promise<MigrationReply>;
+  handleMigrationBatch(batch: MigrationBatch): Promise<MigrationBatchReply>;
   handleShardDone(message: ShardDone): void;
 }
 
@@ -263,7 +266,7 @@ export class Router {
 
   /** The transport handler of this node: serves commands other nodes routed here. */
   readonly handleRequest = async (payload: Uint8Array): Promise<Uint8Array> => {
-    let reply: RouteReply | MigrationReply;
+    let reply: RouteReply | MigrationReply | MigrationBatchReply;
     try {
       const request: NodeRequest = decode(payload, isNodeRequest, 'node request');
       reply = await this.handle(request);
@@ -277,10 +280,11 @@ export class Router {
     }
   };
 
-  private async handle(request: NodeRequest): Promise<RouteReply | MigrationReply> {
+  private async handle(request: NodeRequest): Promise<RouteReply | MigrationReply | MigrationBatchReply> {
     const { migrations } = this.options;
-    if (request.kind === 'migrate') {
-      return migrations ? migrations.handleMigrationRequest(request) : { kind: 'nack', reason: 'live migration is off on this node', retryable: false };
+    if (request.kind === 'migrate' || request.kind === 'migrate-batch') {
+      if (!migrations) return { kind: 'nack', reason: 'live migration is off on this node', retryable: false };
+      return request.kind === 'migrate' ? migrations.handleMigrationRequest(request) : migrations.handleMigrationBatch(request);
     }
     if (request.kind === 'shard-done') {
       migrations?.handleShardDone(request);

@@ -67,6 +67,25 @@ export interface MigrationRequest {
   readonly epoch: number;
 }
 
+/** Most actors one `MigrationBatch` may carry (a source sends far fewer, see `batchSize`). */
+export const MAX_MIGRATION_BATCH = 1024;
+
+/**
+ * Several actors of one shard migrating from one source to one destination in a single
+ * request: one round trip, one delivery and one reply instead of one each per actor. Each
+ * entry is checked and installed on its own, exactly as a lone `MigrationRequest` is.
+ */
+export interface MigrationBatch {
+  readonly kind: 'migrate-batch';
+  readonly actors: readonly MigrationRequest[];
+}
+
+/** The destination's answer to a `MigrationBatch`: one reply per actor, in the batch's order. */
+export interface MigrationBatchReply {
+  readonly kind: 'migrated';
+  readonly replies: readonly MigrationReply[];
+}
+
 /**
  * The source finished every migration of `shard` for `epoch`. Sent to the destination
  * (stop holding the shard's commands) and to the leader (the plan's progress).
@@ -85,7 +104,7 @@ export type MigrationReply =
   /** Refused; `retryable` says whether sending it again could succeed. */
   | { readonly kind: 'nack'; readonly reason: string; readonly retryable: boolean };
 
-export type NodeRequest = RouteRequest | MigrationRequest | ShardDone;
+export type NodeRequest = RouteRequest | MigrationRequest | MigrationBatch | ShardDone;
 
 function isRecentCommands(value: unknown): boolean {
   return Array.isArray(value) && value.every((c) => Array.isArray(c) && c.length === 2 && typeof c[0] === 'string' && isNonNegativeInteger(c[1]));
@@ -107,6 +126,17 @@ export function isMigrationRequest(value: unknown): value is MigrationRequest {
   );
 }
 
+export function isMigrationBatch(value: unknown): value is MigrationBatch {
+  return (
+    isRecord(value) &&
+    value.kind === 'migrate-batch' &&
+    Array.isArray(value.actors) &&
+    value.actors.length > 0 &&
+    value.actors.length <= MAX_MIGRATION_BATCH &&
+    value.actors.every(isMigrationRequest)
+  );
+}
+
 export function isShardDone(value: unknown): value is ShardDone {
   return (
     isRecord(value) &&
@@ -123,6 +153,8 @@ export function isNodeRequest(value: unknown): value is NodeRequest {
   switch (value.kind) {
     case 'migrate':
       return isMigrationRequest(value);
+    case 'migrate-batch':
+      return isMigrationBatch(value);
     case 'shard-done':
       return isShardDone(value);
     default:
@@ -134,6 +166,12 @@ export function isMigrationReply(value: unknown): value is MigrationReply {
   if (!isRecord(value)) return false;
   if (value.kind === 'ack') return typeof value.installed === 'boolean';
   return value.kind === 'nack' && typeof value.reason === 'string' && typeof value.retryable === 'boolean';
+}
+
+/** A batch's reply with exactly `count` replies, or a single reply that answers the whole batch (a refusal). */
+export function isMigrationBatchReply(count: number): (value: unknown) => value is MigrationBatchReply | MigrationReply {
+  return (value: unknown): value is MigrationBatchReply | MigrationReply =>
+    isMigrationReply(value) || (isRecord(value) && value.kind === 'migrated' && Array.isArray(value.replies) && value.replies.length === count && value.replies.every(isMigrationReply));
 }
 
 export function isRouteRequest(value: unknown): value is RouteRequest {

@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import sinon from 'sinon';
 import type { InspectionEvent } from 'xstate';
 import { createMemoryCluster, MigrationBufferFullError, MigrationOptionError, type MemoryCluster, type NatstateNode, type RecordedEvent } from '../../lib/index.js';
-import { MigrationCoordinator, type MigrationRecord } from '../../lib/cluster/migration.js';
+import { MigrationCoordinator, type ActorMigration, type MigrationRecord } from '../../lib/cluster/migration.js';
 import { Journal } from '../../lib/cluster/journal.js';
 import { decode, encode, isRecord } from '../../lib/codec/codec.js';
 import { isNodeRequest, type MigrationRequest } from '../../lib/codec/routing.js';
@@ -144,7 +144,7 @@ describe('live migration (embedded cluster)', function () {
   });
 
   it('refuses migration options it cannot honour with MigrationOptionError', async () => {
-    for (const migration of [{ maxPerSecond: 0 }, { maxPerSecond: Number.NaN }, { concurrency: 0 }, { concurrency: 1.5 }]) {
+    for (const migration of [{ maxPerSecond: 0 }, { maxPerSecond: Number.NaN }, { concurrency: 0 }, { concurrency: 1.5 }, { batchSize: 0 }, { batchSize: 1025 }, { batchSize: 2.5 }]) {
       let error: unknown;
       try {
         cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: { ...FAST, migration } });
@@ -194,7 +194,7 @@ describe('migration requests on the wire', () => {
   let cluster: MemoryCluster<Bank> | undefined;
   afterEach(async () => cluster?.close());
 
-  it('answers a corrupt or malformed MigrationRequest with a typed DecodeError and installs nothing', async () => {
+  it('answers a corrupt or malformed MigrationRequest or MigrationBatch with a typed DecodeError and installs nothing', async () => {
     cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: FAST });
     const [node] = cluster.nodes;
     await node.send('account', 'acc-1', { type: 'DEPOSIT', amount: 7 });
@@ -211,8 +211,15 @@ describe('migration requests on the wire', () => {
     const polluting = `{"json":${JSON.stringify({ ...base, recentCommands: [['c', 'not-a-version']] }).replace('{', '{"__proto__":{"polluted":true},')}}`;
     expect(await ask(new TextEncoder().encode(polluting))).to.include({ kind: 'error', code: 'DECODE' });
     expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+    // A batch with one malformed actor is refused whole; an empty one, or one over 1,024 actors, too.
+    expect(await ask(encodeRaw({ kind: 'migrate-batch', actors: [base, { ...base, version: -1 }] }))).to.include({ kind: 'error', code: 'DECODE' });
+    expect(await ask(encodeRaw({ kind: 'migrate-batch', actors: [] }))).to.include({ kind: 'error', code: 'DECODE' });
+    expect(await ask(encodeRaw({ kind: 'migrate-batch', actors: Array.from({ length: 1025 }, () => base) }))).to.include({ kind: 'error', code: 'DECODE' });
     // Well formed, it reaches the destination's checks (and is refused there: no such machine version).
     expect(await ask(encodeRaw(base))).to.include({ kind: 'nack', retryable: false });
+    const batch = await ask(encodeRaw({ kind: 'migrate-batch', actors: [base, base] }));
+    expect(batch).to.include({ kind: 'migrated' });
+    expect(batch.replies).to.have.length(2).and.to.satisfy((replies: { kind: string }[]) => replies.every((r) => r.kind === 'nack'));
     // The actor is untouched and the node keeps serving.
     expect((await node.state('account', 'acc-1')).context.balance).to.equal(7);
     expect((await node.send('account', 'acc-1', { type: 'DEPOSIT', amount: 1 })).version).to.equal(2);
@@ -311,6 +318,23 @@ describe('MigrationCoordinator (destination side)', () => {
     await host.close();
   });
 
+  it('answers a batch with one reply per actor, in order, each checked as a lone request would be', async () => {
+    const { capture, store: sourceStore } = await capturedFrom([1, 2, 3]);
+    const { host, store, coordinator } = destination();
+    for await (const e of sourceStore.read({ type: 'account', id: 'acc' })) await store.append({ type: 'account', id: 'acc' }, [e.event], { expectedVersion: e.version - 1, commandIds: [e.commandId] });
+    const good: MigrationRequest = { kind: 'migrate', type: 'account', id: 'acc', from: 'a', epoch: 2, ...capture };
+    // The store has no 'other' stream: its captured version 3 does not match.
+    const mismatched: MigrationRequest = { ...good, id: 'other' };
+    const reply = await coordinator.handleMigrationBatch({ kind: 'migrate-batch', actors: [mismatched, good] });
+    expect(reply.kind).to.equal('migrated');
+    expect(reply.replies).to.have.length(2);
+    expect(reply.replies[0]).to.include({ kind: 'nack', retryable: false });
+    expect(reply.replies[1]).to.deep.equal({ kind: 'ack', installed: true });
+    expect(host.isResident('account', 'acc')).to.equal(true);
+    expect(host.isResident('account', 'other')).to.equal(false);
+    await host.close();
+  });
+
   it('forwards commands for an incoming actor to its source until the actor is installed or its shard is done', async () => {
     const { coordinator, shardMap, host, store } = destination({ holdMs: 10_000 });
     const owners = new Array(4).fill('b');
@@ -360,6 +384,7 @@ describe('MigrationCoordinator (destination side)', () => {
       transport.serve(node, async (payload) => {
         const message = decode(payload, isNodeRequest, 'request');
         if (message.kind === 'migrate') log.push(`migrate ${shardOf(message.id, 4)}`);
+        if (message.kind === 'migrate-batch') for (const actor of message.actors) log.push(`migrate ${shardOf(actor.id, 4)}`);
         if (message.kind === 'shard-done') log.push(`${node} done ${message.shard}`);
         return encode({ kind: 'ack', installed: true });
       });
@@ -372,6 +397,7 @@ describe('MigrationCoordinator (destination side)', () => {
     await eventually(() => coordinator.counts(), (c) => c.running === 0 && c.completed > 0);
     await eventually(() => log.filter((l) => l.includes('done')).length, (n) => n === 6);
     const migrated = log.filter((l) => l.startsWith('migrate')).map((l) => Number(l.split(' ')[1]));
+    expect(migrated).to.have.length(24 - host.residentsWhere(() => true).length);
     expect(migrated).to.deep.equal([...migrated].sort((x, y) => x - y));
     for (const shard of [1, 2, 3]) for (const node of ['b', 'c']) expect(log).to.include(`${node} done ${shard}`);
     expect(coordinator.previousOwner(2)).to.equal(undefined);
@@ -408,21 +434,88 @@ describe('MigrationCoordinator (destination side)', () => {
     let waiting = 0;
     let mostAtOnce = 0;
     await transport.serve('b', async (payload) => {
-      if (decode(payload, isNodeRequest, 'request').kind !== 'migrate') return encode({ kind: 'ack', installed: true });
-      mostAtOnce = Math.max(mostAtOnce, ++waiting);
+      const message = decode(payload, isNodeRequest, 'request');
+      if (message.kind !== 'migrate-batch') return encode({ kind: 'ack', installed: true });
+      // Actors waiting for their transfer, in batches of 16 (the default batchSize).
+      expect(message.actors).to.have.length(16);
+      waiting += message.actors.length;
+      mostAtOnce = Math.max(mostAtOnce, waiting);
       await released;
-      waiting--;
+      waiting -= message.actors.length;
       return encode({ kind: 'ack', installed: true });
     });
     const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
     const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, maxPerSecond: Infinity, transferTimeoutMs: 60_000 });
     const handOver = coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
-    await eventually(() => waiting, (n) => n === 32, 3_000, '32 transfers waiting');
+    await eventually(() => waiting, (n) => n === 32, 3_000, '32 actors waiting for their transfer');
     await new Promise((r) => setTimeout(r, 20));
     expect(mostAtOnce).to.equal(32);
     release();
     await handOver;
     expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 48, failed: 0 });
+    await coordinator.close();
+    await host.close();
+    await transport.close();
+  });
+
+  it('source side: sends the actors of one shard in batches of batchSize, each with its own machine and outcome', async () => {
+    const { host, ids } = await residentAccounts(20);
+    const transport = new MemoryTransport();
+    const sizes: number[] = [];
+    const reports: boolean[] = [];
+    await transport.serve('b', async (payload) => {
+      const message = decode(payload, isNodeRequest, 'request');
+      if (message.kind === 'shard-done') {
+        reports.push(message.ok);
+        return encode({ kind: 'ack', installed: false });
+      }
+      if (message.kind !== 'migrate-batch') throw new Error(`expected batches, got ${message.kind}`);
+      sizes.push(message.actors.length);
+      // acc-3 is refused for good; every other actor is installed.
+      return encode({ kind: 'migrated', replies: message.actors.map((a) => (a.id === 'acc-3' ? { kind: 'nack', reason: 'refused', retryable: false } : { kind: 'ack', installed: true })) });
+    });
+    const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
+    const outcomes: ActorMigration[] = [];
+    const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, maxPerSecond: Infinity, batchSize: 8, onMigration: (m) => outcomes.push(m) });
+    await coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
+    expect(sizes).to.deep.equal([8, 8, 4]);
+    expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 19, failed: 1 });
+    expect(outcomes.map((m) => m.actor.id).sort()).to.deep.equal([...ids].sort());
+    expect(outcomes.find((m) => m.actor.id === 'acc-3')).to.include({ status: 'Failed', error: 'refused', attempts: 1 });
+    // One failed actor marks its shard not ok (it recovers from the store); none stays resident here.
+    await eventually(() => reports, (r) => r.length === 1);
+    expect(reports).to.deep.equal([false]);
+    expect(host.residentsWhere(() => true)).to.deep.equal([]);
+    await coordinator.close();
+    await host.close();
+    await transport.close();
+  });
+
+  it('source side: retries only the actors of a batch still transferring, and splits a batch over max_payload', async () => {
+    const { host } = await residentAccounts(6);
+    const transport = new MemoryTransport();
+    const sent: string[][] = [];
+    let refusedOnce = false;
+    await transport.serve('b', async (payload) => {
+      const message = decode(payload, isNodeRequest, 'request');
+      if (message.kind === 'shard-done') return encode({ kind: 'ack', installed: false });
+      const batch = message.kind === 'migrate-batch' ? message.actors : message.kind === 'migrate' ? [message] : [];
+      sent.push(batch.map((a) => a.id));
+      // acc-1 is refused once with a retryable reason, then installed like the rest.
+      return encode({
+        kind: 'migrated',
+        replies: batch.map((a) => (a.id === 'acc-1' && !refusedOnce && (refusedOnce = true) ? { kind: 'nack', reason: 'not yet', retryable: true } : { kind: 'ack', installed: true })),
+      });
+    });
+    // Room for about three captured accounts per request: the batch of six goes as two of three.
+    const one = encode({ kind: 'migrate-batch', actors: [{ kind: 'migrate', type: 'account', id: 'acc-0', from: 'a', epoch: 3, ...host.capture('account', 'acc-0')! }] }).length;
+    const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
+    const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: one * 3 + 50, maxPerSecond: Infinity, batchSize: 6 });
+    await coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
+    expect(sent.slice(0, 2).map((ids) => ids.length)).to.deep.equal([3, 3]);
+    // The retry carries acc-1 alone, as a lone request.
+    expect(sent.slice(2)).to.deep.equal([['acc-1']]);
+    expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 6, failed: 0 });
     await coordinator.close();
     await host.close();
     await transport.close();

@@ -198,6 +198,7 @@ describe('Router (sendMessage)', () => {
       inTransit: () => source,
       admitHandoff: admit,
       handleMigrationRequest: async () => ({ kind: 'nack', reason: 'unused', retryable: false }),
+      handleMigrationBatch: async () => ({ kind: 'migrated', replies: [] }),
       handleShardDone: () => undefined,
     });
 

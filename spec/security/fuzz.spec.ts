@@ -12,7 +12,7 @@ import sinon from 'sinon';
 import superjson from 'superjson';
 import { decode, encode, isRecord, type Validator } from '../../lib/codec/codec.js';
 import { isCommitRecord, isEventStored, isSnapshotRecord } from '../../lib/codec/messages.js';
-import { isMigrationReply, isMigrationRequest, isNodeRequest, isRouteReply, isRouteRequest, isShardDone } from '../../lib/codec/routing.js';
+import { isMigrationBatch, isMigrationBatchReply, isMigrationReply, isMigrationRequest, isNodeRequest, isRouteReply, isRouteRequest, isShardDone } from '../../lib/codec/routing.js';
 import { isLeaseRecord, isMemberRecord, isShardMapRecord } from '../../lib/codec/cluster-records.js';
 import { DecodeError, EncodeError } from '../../lib/errors.js';
 import { mulberry32 } from '../support/random.js';
@@ -41,13 +41,14 @@ const migrationRequest = {
   from: 'node-a',
   epoch: 2,
 };
+const migrationBatch = { kind: 'migrate-batch', actors: [migrationRequest, { ...migrationRequest, id: 'acc-2', recentCommands: [] }] };
 const shardDone = { kind: 'shard-done', shard: 7, epoch: 2, from: 'node-a', ok: true };
 const eventStored = { namespace: 'bank', type: 'account', id: 'acc-1', version: 2, sequence: 9, events: [event, { type: 'WITHDRAW', amount: 1 }], commandIds: ['c-1', 'c-2'], origin: 'node-a' };
 const commit = { commitId: 'k-1', version: 2, time: 1_700_000_000_000, events: [event, { type: 'WITHDRAW', amount: 1 }], commandIds: ['c-1', 'c-2'] };
 const snapshot = { version: 4, sequence: 17, fingerprint: 'f00d', state: migrationRequest.state, recentCommands: [['c-1', 3]], time: 1_700_000_000_000 };
 
 const decoders: readonly Decoder[] = [
-  { what: 'node request', validate: isNodeRequest, samples: [routeRequest, { ...routeRequest, kind: 'command', event: undefined }, migrationRequest, shardDone] },
+  { what: 'node request', validate: isNodeRequest, samples: [routeRequest, { ...routeRequest, kind: 'command', event: undefined }, migrationRequest, migrationBatch, shardDone] },
   { what: 'RouteRequest', validate: isRouteRequest, samples: [routeRequest, { ...routeRequest, event: undefined, wantState: false }] },
   {
     what: 'RouteReply',
@@ -59,8 +60,10 @@ const decoders: readonly Decoder[] = [
     ],
   },
   { what: 'MigrationRequest', validate: isMigrationRequest, samples: [migrationRequest] },
+  { what: 'MigrationBatch', validate: isMigrationBatch, samples: [migrationBatch] },
   { what: 'ShardDone', validate: isShardDone, samples: [shardDone] },
   { what: 'MigrationReply', validate: isMigrationReply, samples: [{ kind: 'ack', installed: true }, { kind: 'nack', reason: 'busy', retryable: true }] },
+  { what: 'MigrationBatchReply', validate: isMigrationBatchReply(2), samples: [{ kind: 'migrated', replies: [{ kind: 'ack', installed: true }, { kind: 'nack', reason: 'busy', retryable: true }] }] },
   { what: 'EventStored', validate: isEventStored, samples: [eventStored] },
   { what: 'CommitRecord', validate: isCommitRecord, samples: [commit, { ...commit, events: [{ type: 'AT', at: new Date(5), big: 10n ** 30n }], commandIds: ['c'] }] },
   { what: 'SnapshotRecord', validate: isSnapshotRecord, samples: [snapshot] },
@@ -74,7 +77,7 @@ const int = (random: Random, n: number) => Math.floor(random() * n);
 const pick = <T>(random: Random, items: readonly T[]): T => items[int(random, items.length)];
 
 const KEYS = ['type', 'id', 'kind', 'json', 'meta', 'values', 'version', 'events', '__proto__', 'constructor', 'prototype', 'polluted', '', 'a.b', '\u0000'];
-const STRINGS = ['', 'x', '__proto__', 'constructor', 'prototype', 'migrate', 'shard-done', 'ok', 'error', 'ack', 'nack', 'not-owner', 'command', 'Date', 'map', 'set', 'bigint', 'undefined', 'regexp', 'class', 'symbol', 'custom', 'number', '\u0000', '\ud800', '🎉', 'a'.repeat(300)];
+const STRINGS = ['', 'x', '__proto__', 'constructor', 'prototype', 'migrate', 'migrate-batch', 'migrated', 'shard-done', 'ok', 'error', 'ack', 'nack', 'not-owner', 'command', 'Date', 'map', 'set', 'bigint', 'undefined', 'regexp', 'class', 'symbol', 'custom', 'number', '\u0000', '\ud800', '🎉', 'a'.repeat(300)];
 const NUMBERS = [0, -0, 1, -1, 0.5, 2 ** 53, 2 ** 53 + 2, -(2 ** 53), 1e308, -1e308, Number.MAX_VALUE, Number.MIN_VALUE];
 
 /** A random JSON value, `depth` levels deep at most. */
