@@ -110,7 +110,7 @@ export interface ClusterOptions {
         readonly concurrency?: number;
         /** Most actors of one shard a source sends in one request (1 to 1,024). Default 16. */
         readonly batchSize?: number;
-        /** Most migrations a source node starts per second, evenly spaced (Infinity: no limit). Default 400. */
+        /** Most migrations a source node starts per second (Infinity: no limit). Default 400. A batch starts together; the next one waits its share. */
         readonly maxPerSecond?: number;
         /** Wait for a destination's answer. Default 2,000 ms. */
         readonly transferTimeoutMs?: number;

@@ -155,6 +155,33 @@ interface Handover {
   readonly status: () => MigrationStatus;
   /** Set once it is captured. */
   request?: MigrationRequest;
+  /** Its copy dropped and its outcome recorded (see `end`). */
+  ended: boolean;
+}
+
+/** Counts actors in flight: `take` waits (first come, first served) until `count` more fit. */
+class Slots {
+  private used = 0;
+  private readonly queue: { count: number; resolve: () => void }[] = [];
+
+  constructor(private readonly size: number) {}
+
+  take(count: number): Promise<void> | void {
+    if (this.queue.length === 0 && this.used + count <= this.size) {
+      this.used += count;
+      return;
+    }
+    return new Promise<void>((resolve) => this.queue.push({ count, resolve }));
+  }
+
+  give(count: number): void {
+    this.used -= count;
+    while (this.queue.length > 0 && this.used + this.queue[0].count <= this.size) {
+      const next = this.queue.shift()!;
+      this.used += next.count;
+      next.resolve();
+    }
+  }
 }
 
 interface Incoming {
@@ -165,6 +192,8 @@ interface Incoming {
 
 /** The migration machine's pure transitions (it has no actions to run). */
 const migrationType = new ActorType('$natstate.migration', migrationMachine);
+/** Actors of one batch a destination checks at once (each may read the store). */
+const CHECKS_AT_ONCE = 16;
 const keyOf = (type: string, id: string) => `${type}\u0000${id}`;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -307,13 +336,18 @@ export class MigrationCoordinator {
     };
     for (const m of rebalance.moves) if (!pendingPerShard.has(m.shard)) finishShard(m.shard);
 
-    // Consecutive actors of one shard travel together, up to `batchSize` per request.
+    // Consecutive actors of one shard travel together, up to `batchSize` per request (and
+    // never more than `concurrency`).
+    const most = Math.min(this.batchSize, this.concurrency);
     const batches: { shard: number; actors: { type: string; id: string }[] }[] = [];
     for (const a of actors) {
       const last = batches[batches.length - 1];
-      if (last && last.shard === a.shard && last.actors.length < this.batchSize) last.actors.push(a);
+      if (last && last.shard === a.shard && last.actors.length < most) last.actors.push(a);
       else batches.push({ shard: a.shard, actors: [a] });
     }
+    // At most `concurrency` actors in flight, however the batches are filled (a shard with
+    // few resident actors makes small batches).
+    const slots = new Slots(this.concurrency);
     let next = 0;
     const worker = async () => {
       // Not cut short by close(): the map already routes these actors away, so a node that
@@ -325,21 +359,24 @@ export class MigrationCoordinator {
         await yieldToEventLoop();
         if (next >= batches.length) break;
         const batch = batches[next++];
-        await this.pace(batch.actors.length);
-        const { shard } = batch;
-        const statuses = await this.migrate(batch.actors, destination.get(shard)!, rebalance.epoch);
-        if (statuses.some((status) => status !== 'Deleted')) failedShards.add(shard);
-        const left = pendingPerShard.get(shard)! - batch.actors.length;
-        pendingPerShard.set(shard, left);
-        if (left === 0) finishShard(shard);
+        await slots.take(batch.actors.length);
+        try {
+          await this.pace(batch.actors.length);
+          const { shard } = batch;
+          const statuses = await this.migrate(batch.actors, destination.get(shard)!, rebalance.epoch);
+          if (statuses.some((status) => status !== 'Deleted')) failedShards.add(shard);
+          const left = pendingPerShard.get(shard)! - batch.actors.length;
+          pendingPerShard.set(shard, left);
+          if (left === 0) finishShard(shard);
+        } finally {
+          slots.give(batch.actors.length);
+        }
       }
     };
-    // `concurrency` actors in flight: that many batches' worth of workers.
-    const workers = Math.min(Math.ceil(this.concurrency / this.batchSize), batches.length);
-    await Promise.all(Array.from({ length: workers }, worker));
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, batches.length) }, worker));
   }
 
-  /** Waits for the start slot of `count` migrations: at most `maxPerSecond` start each second, evenly spaced. */
+  /** Waits for the start slot of `count` migrations (one batch, started together): at most `maxPerSecond` start each second, the batches evenly spaced. */
   private async pace(count: number): Promise<void> {
     if (this.interval === 0) return;
     const now = performance.now();
@@ -350,22 +387,25 @@ export class MigrationCoordinator {
 
   /**
    * Actors of one shard, each driven through its own migration machine; they pause,
-   * capture and travel together (one `MigrationBatch`, or a lone `MigrationRequest`).
-   * Returns each one's final status, in order.
+   * capture and travel together (one `MigrationBatch`, or a lone `MigrationRequest`), and
+   * each one ends (its copy dropped, its held commands sent on) as soon as it is acked or
+   * failed. Returns each one's final status, in order.
    */
   private async migrate(actors: readonly { readonly type: string; readonly id: string }[], to: string, epoch: number): Promise<MigrationStatus[]> {
-    const { host } = this.options;
     const handovers = actors.map((a) => this.begin(a.type, a.id, to, epoch));
     try {
       // The new map already routes these actors' commands to `to`; let those in flight finish.
       for (const h of handovers) h.machine.send({ type: 'PAUSE' });
-      await Promise.all(handovers.map((h) => host.whenIdle(h.type, h.id)));
       await Promise.all(handovers.map((h) => this.capture(h)));
-      const ready = handovers.filter((h) => h.request !== undefined);
+      const ready: Handover[] = [];
+      for (const h of handovers) {
+        if (h.status() === 'Transferring') ready.push(h);
+        else this.end(h);
+      }
       if (ready.length > 0) await this.transferAll(ready, to);
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
-      for (const h of handovers) if (!isFinalMigration(h.status()) && h.status() !== 'Acked') h.machine.send({ type: 'FAIL', reason });
+      for (const h of handovers) h.machine.send({ type: 'FAIL', reason });
     } finally {
       for (const h of handovers) this.end(h);
     }
@@ -382,47 +422,60 @@ export class MigrationCoordinator {
     const driver = this.drive(input);
     const waiting: ((moved: false) => void)[] = [];
     this.handingOver.set(keyOf(type, id), waiting);
+    const status = () => migrationStatus(driver.snapshot());
     return {
       type,
       id,
       waiting,
       driver,
-      // Every event the machine takes is journaled in the same order.
+      ended: false,
       machine: {
         send(event: MigrationEvent) {
+          // A final machine takes nothing more (a late outcome of an actor already ended).
+          if (isFinalMigration(status())) return;
+          // Every event the machine takes is journaled in the same order.
           journal?.record({ type: 'STEP', key, event });
           driver.send(event);
         },
       },
-      status: () => migrationStatus(driver.snapshot()),
+      status,
     };
   }
 
-  /** Drained → Capturing: the actor's state and version, or Failed when it is no longer here. */
+  /**
+   * Paused → Capturing → Transferring: waits for the command in flight, then captures the
+   * actor's state and version; Failed when it is no longer here or anything goes wrong
+   * (for this actor alone).
+   */
   private async capture(h: Handover): Promise<void> {
     const { host, nodeId } = this.options;
     const { type, id } = h;
-    h.machine.send({ type: 'DRAINED' });
-    let capture = host.capture(type, id);
-    if (!capture && host.isResident(type, id)) {
-      // Another node wrote to it since it was loaded (the store is ahead): replay the
-      // events it missed, then capture.
-      await host.dispatch(type, id, undefined, undefined);
+    try {
       await host.whenIdle(type, id);
-      capture = host.capture(type, id);
+      h.machine.send({ type: 'DRAINED' });
+      let capture = host.capture(type, id);
+      if (!capture && host.isResident(type, id)) {
+        // Another node wrote to it since it was loaded (the store is ahead): replay the
+        // events it missed, then capture.
+        await host.dispatch(type, id, undefined, undefined);
+        await host.whenIdle(type, id);
+        capture = host.capture(type, id);
+      }
+      if (!capture) {
+        h.machine.send({ type: 'FAIL', reason: 'the actor is no longer resident here; its new owner recovers it from the store' });
+        return;
+      }
+      h.machine.send({ type: 'CAPTURED', version: capture.version });
+      h.request = { kind: 'migrate', type, id, from: nodeId, epoch: h.driver.snapshot().context.epoch, ...capture };
+    } catch (error) {
+      h.machine.send({ type: 'FAIL', reason: error instanceof Error ? error.message : String(error) });
     }
-    if (!capture) {
-      h.machine.send({ type: 'FAIL', reason: 'the actor is no longer resident here; its new owner recovers it from the store' });
-      return;
-    }
-    h.machine.send({ type: 'CAPTURED', version: capture.version });
-    h.request = { kind: 'migrate', type, id, from: nodeId, epoch: h.driver.snapshot().context.epoch, ...capture };
   }
 
   /**
    * Transferring: sends the captured actors, each attempt carrying those still
-   * transferring, until each one is acked or failed. A batch over the payload limit is
-   * split; an actor over it alone fails.
+   * transferring, until each one is acked or failed (and ends it then). A batch over the
+   * payload limit is split; an actor over it alone fails.
    */
   private async transferAll(handovers: readonly Handover[], to: string): Promise<void> {
     const single = handovers.length === 1;
@@ -437,18 +490,23 @@ export class MigrationCoordinator {
         await Promise.all([this.transferAll(handovers.slice(0, half), to), this.transferAll(handovers.slice(half), to)]);
         return;
       }
-      for (const h of handovers) h.machine.send({ type: 'FAIL', reason: (error as Error).message });
+      for (const h of handovers) {
+        h.machine.send({ type: 'FAIL', reason: (error as Error).message });
+        this.end(h);
+      }
       return;
     }
     // Closing does not cut the attempts short: a leaving node hands its actors over (at most maxAttempts each).
     const replies = await this.transfer(to, payload, handovers.length);
+    const again: Handover[] = [];
     handovers.forEach((h, i) => {
       const reply = replies[i];
       if (reply.kind === 'ack') h.machine.send({ type: 'ACK' });
       else if (reply.reason === 'timeout') h.machine.send({ type: 'TIMEOUT' });
       else h.machine.send({ type: 'NACK', reason: reply.reason, retryable: reply.retryable });
+      if (h.status() === 'Transferring') again.push(h);
+      else this.end(h);
     });
-    const again = handovers.filter((h) => h.status() === 'Transferring');
     if (again.length === 0) return;
     // Attempts made so far (they move in step: every actor here has made the same number).
     await sleep(backoffMs(Math.max(...again.map((h) => h.driver.snapshot().context.attempts)) - 1));
@@ -457,9 +515,11 @@ export class MigrationCoordinator {
 
   /**
    * Acked or failed, this node no longer owns the actor: drop the copy, and send the
-   * commands that waited for it back to the new owner, in order.
+   * commands that waited for it back to the new owner, in order. Once per actor.
    */
   private end(h: Handover): void {
+    if (h.ended) return;
+    h.ended = true;
     this.options.host.release(h.type, h.id);
     this.handingOver.delete(keyOf(h.type, h.id));
     for (const moved of h.waiting) moved(false);
@@ -540,12 +600,32 @@ export class MigrationCoordinator {
 
   /** Destination side: validate and install an actor migrated here. */
   async handleMigrationRequest(request: MigrationRequest): Promise<MigrationReply> {
-    const { host, nodeId, shardMap } = this.options;
-    let map = shardMap.current;
-    if (!map || map.epoch < request.epoch) {
-      await shardMap.refresh().catch(() => undefined);
-      map = shardMap.current;
+    return this.accept(request, await this.mapAt(request.epoch));
+  }
+
+  /**
+   * Destination side: every actor of a batch, each checked and installed as a lone
+   * request would be, with one look for a newer map for the whole batch and at most
+   * `CHECKS_AT_ONCE` store reads at a time.
+   */
+  async handleMigrationBatch(batch: MigrationBatch): Promise<MigrationBatchReply> {
+    const map = await this.mapAt(Math.max(...batch.actors.map((request) => request.epoch)));
+    const replies: MigrationReply[] = [];
+    for (let i = 0; i < batch.actors.length; i += CHECKS_AT_ONCE) {
+      replies.push(...(await Promise.all(batch.actors.slice(i, i + CHECKS_AT_ONCE).map((request) => this.accept(request, map)))));
     }
+    return { kind: 'migrated', replies };
+  }
+
+  /** The shard map, refreshed first when it is older than `epoch`. */
+  private async mapAt(epoch: number): Promise<ShardMap | undefined> {
+    const { shardMap } = this.options;
+    if (!shardMap.current || shardMap.current.epoch < epoch) await shardMap.refresh().catch(() => undefined);
+    return shardMap.current;
+  }
+
+  private async accept(request: MigrationRequest, map: ShardMap | undefined): Promise<MigrationReply> {
+    const { host, nodeId } = this.options;
     if (!map || map.owners[shardOf(request.id, map.shardCount)] !== nodeId) {
       return { kind: 'nack', reason: `node ${nodeId} does not own the shard of ${request.type}/${request.id}`, retryable: !map || map.epoch < request.epoch };
     }
@@ -568,11 +648,6 @@ export class MigrationCoordinator {
       return { kind: 'nack', reason: `rejected: ${error instanceof Error ? error.message : String(error)}; recovering from the store`, retryable: false };
     }
     return { kind: 'ack', installed };
-  }
-
-  /** Destination side: every actor of a batch, each checked and installed as a lone request would be. */
-  async handleMigrationBatch(batch: MigrationBatch): Promise<MigrationBatchReply> {
-    return { kind: 'migrated', replies: await Promise.all(batch.actors.map((request) => this.handleMigrationRequest(request))) };
   }
 
   /** A source failed: the shards it was to hand over come from the store instead, and nobody sends their commands to it. */

@@ -168,10 +168,14 @@ export function isMigrationReply(value: unknown): value is MigrationReply {
   return value.kind === 'nack' && typeof value.reason === 'string' && typeof value.retryable === 'boolean';
 }
 
-/** A batch's reply with exactly `count` replies, or a single reply that answers the whole batch (a refusal). */
+/**
+ * The reply to `count` actors: a `MigrationBatchReply` with exactly `count` replies, or a
+ * lone reply (for one actor, any; for several, only a refusal answers them all).
+ */
 export function isMigrationBatchReply(count: number): (value: unknown) => value is MigrationBatchReply | MigrationReply {
   return (value: unknown): value is MigrationBatchReply | MigrationReply =>
-    isMigrationReply(value) || (isRecord(value) && value.kind === 'migrated' && Array.isArray(value.replies) && value.replies.length === count && value.replies.every(isMigrationReply));
+    (isMigrationReply(value) && (count === 1 || value.kind === 'nack')) ||
+    (isRecord(value) && value.kind === 'migrated' && Array.isArray(value.replies) && value.replies.length === count && value.replies.every(isMigrationReply));
 }
 
 export function isRouteRequest(value: unknown): value is RouteRequest {

@@ -5,7 +5,7 @@ import { createMemoryCluster, MigrationBufferFullError, MigrationOptionError, ty
 import { MigrationCoordinator, type ActorMigration, type MigrationRecord } from '../../lib/cluster/migration.js';
 import { Journal } from '../../lib/cluster/journal.js';
 import { decode, encode, isRecord } from '../../lib/codec/codec.js';
-import { isNodeRequest, type MigrationRequest } from '../../lib/codec/routing.js';
+import { isMigrationBatchReply, isNodeRequest, type MigrationRequest, type NodeRequest } from '../../lib/codec/routing.js';
 import { ActorHost } from '../../lib/actors/actor-host.js';
 import { LocalEventBus } from '../../lib/eventbus/local.js';
 import { MemoryEventStore } from '../../lib/eventstore/memory.js';
@@ -26,7 +26,7 @@ async function settled(cluster: MemoryCluster<Bank>): Promise<void> {
     (views) =>
       new Set(views.map((v) => v.epoch)).size === 1 &&
       views.every((v) => JSON.stringify(v.members) === JSON.stringify(ids) && v.migrations.running === 0) &&
-      views.reduce((n, v) => n + v.ownedShards, 0) === FAST.shards,
+      views.reduce((n, v) => n + v.ownedShards, 0) === views[0].shardCount,
   );
 }
 
@@ -41,6 +41,12 @@ async function residentAccounts(count: number): Promise<{ host: ActorHost; ids: 
   for (const id of ids) await host.dispatch('account', id, { type: 'DEPOSIT', amount: 1 }, `c-${id}`);
   await host.whenIdle('account', ids[0]);
   return { host, ids };
+}
+
+/** What a destination that installs every actor it is sent answers (one reply per actor of a batch). */
+function installEverything(message: NodeRequest): Uint8Array {
+  if (message.kind === 'migrate-batch') return encode({ kind: 'migrated', replies: message.actors.map(() => ({ kind: 'ack', installed: true })) });
+  return encode({ kind: 'ack', installed: true });
 }
 
 async function historiesClean(cluster: MemoryCluster<Bank>, ids: string[]): Promise<void> {
@@ -128,18 +134,20 @@ describe('live migration (embedded cluster)', function () {
     for (let i = 0; i < 60; i++) expect((await joined.state('account', `acc-${i}`)).context.balance).to.equal(1);
   });
 
-  it('starts at most maxPerSecond migrations per second on a source, evenly spaced', async () => {
+  it('starts at most maxPerSecond migrations per second on a source, a batch at a time', async () => {
     const ended: number[] = [];
-    const migration = { maxPerSecond: 50, onMigration: () => ended.push(performance.now()) };
-    cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: { ...FAST, migration } });
+    const migration = { maxPerSecond: 50, batchSize: 4, onMigration: () => ended.push(performance.now()) };
+    // Two shards: the one that moves holds about half of the 40 actors, so batches are full.
+    cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: { ...FAST, shards: 2, migration } });
     await settled(cluster);
     for (let i = 0; i < 40; i++) await cluster.nodes[0].send('account', `acc-${i}`, { type: 'DEPOSIT', amount: 1 });
     await cluster.addNode();
     await settled(cluster);
     expect(ended.length).to.be.greaterThan(10);
-    // One source: starts 20 ms apart, so the last one ends at least (n - 1) × 20 ms after
-    // the first (unpaced, an embedded hand-over of this size takes a few milliseconds).
-    expect(ended[ended.length - 1] - ended[0]).to.be.at.least((ended.length - 1) * 20 - 5);
+    // One source, batches of 4 starting 4 × 20 ms apart: the last batch ends at least
+    // (n - 4) × 20 ms after the first (unpaced, an embedded hand-over of this size takes a
+    // few milliseconds).
+    expect(ended[ended.length - 1] - ended[0]).to.be.at.least((ended.length - 4) * 20 - 5);
     for (let i = 0; i < 40; i++) expect((await cluster.nodes[1].state('account', `acc-${i}`)).context.balance).to.equal(1);
   });
 
@@ -224,6 +232,18 @@ describe('migration requests on the wire', () => {
     expect((await node.state('account', 'acc-1')).context.balance).to.equal(7);
     expect((await node.send('account', 'acc-1', { type: 'DEPOSIT', amount: 1 })).version).to.equal(2);
     await transport.close();
+  });
+});
+
+describe('migration batch replies', () => {
+  it('answers several actors with one reply each; a lone reply only refuses them all', () => {
+    const ack = { kind: 'ack', installed: true };
+    const nack = { kind: 'nack', reason: 'off', retryable: false };
+    expect(isMigrationBatchReply(1)(ack)).to.equal(true);
+    expect(isMigrationBatchReply(2)(ack)).to.equal(false);
+    expect(isMigrationBatchReply(2)(nack)).to.equal(true);
+    expect(isMigrationBatchReply(2)({ kind: 'migrated', replies: [ack, nack] })).to.equal(true);
+    expect(isMigrationBatchReply(3)({ kind: 'migrated', replies: [ack, nack] })).to.equal(false);
   });
 });
 
@@ -335,6 +355,19 @@ describe('MigrationCoordinator (destination side)', () => {
     await host.close();
   });
 
+  it('looks for a newer map once per batch, not once per actor', async () => {
+    const { capture, store: sourceStore } = await capturedFrom([1, 2, 3]);
+    const { host, store, shardMap, coordinator } = destination();
+    for await (const e of sourceStore.read({ type: 'account', id: 'acc' })) await store.append({ type: 'account', id: 'acc' }, [e.event], { expectedVersion: e.version - 1, commandIds: [e.commandId] });
+    const refresh = sinon.spy(shardMap, 'refresh');
+    // Sent in epoch 3 while this node is still at 2 (it owns every shard either way).
+    const request: MigrationRequest = { kind: 'migrate', type: 'account', id: 'acc', from: 'a', epoch: 3, ...capture };
+    const reply = await coordinator.handleMigrationBatch({ kind: 'migrate-batch', actors: [request, { ...request, id: 'x' }, { ...request, id: 'y' }] });
+    expect(refresh.callCount).to.equal(1);
+    expect(reply.replies.map((r) => r.kind)).to.deep.equal(['ack', 'nack', 'nack']);
+    await host.close();
+  });
+
   it('forwards commands for an incoming actor to its source until the actor is installed or its shard is done', async () => {
     const { coordinator, shardMap, host, store } = destination({ holdMs: 10_000 });
     const owners = new Array(4).fill('b');
@@ -386,7 +419,7 @@ describe('MigrationCoordinator (destination side)', () => {
         if (message.kind === 'migrate') log.push(`migrate ${shardOf(message.id, 4)}`);
         if (message.kind === 'migrate-batch') for (const actor of message.actors) log.push(`migrate ${shardOf(actor.id, 4)}`);
         if (message.kind === 'shard-done') log.push(`${node} done ${message.shard}`);
-        return encode({ kind: 'ack', installed: true });
+        return installEverything(message);
       });
     for (const node of ['b', 'c']) await serve(node);
     // a keeps shard 0; shards 1 and 3 go to b, 2 to c; b leads.
@@ -414,7 +447,7 @@ describe('MigrationCoordinator (destination side)', () => {
       const message = decode(payload, isNodeRequest, 'request');
       // The first report is never answered: the source's request times out.
       if (message.kind === 'shard-done' && ++reports === 1) return new Promise<never>(() => undefined);
-      return encode({ kind: 'ack', installed: true });
+      return installEverything(message);
     });
     const shardMap = { current: { ...map(['b'], 3), leader: 'b' }, refresh: async () => undefined };
     const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, transferTimeoutMs: 30 });
@@ -435,14 +468,14 @@ describe('MigrationCoordinator (destination side)', () => {
     let mostAtOnce = 0;
     await transport.serve('b', async (payload) => {
       const message = decode(payload, isNodeRequest, 'request');
-      if (message.kind !== 'migrate-batch') return encode({ kind: 'ack', installed: true });
+      if (message.kind !== 'migrate-batch') return installEverything(message);
       // Actors waiting for their transfer, in batches of 16 (the default batchSize).
       expect(message.actors).to.have.length(16);
       waiting += message.actors.length;
       mostAtOnce = Math.max(mostAtOnce, waiting);
       await released;
       waiting -= message.actors.length;
-      return encode({ kind: 'ack', installed: true });
+      return installEverything(message);
     });
     const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
     const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, maxPerSecond: Infinity, transferTimeoutMs: 60_000 });
@@ -517,6 +550,105 @@ describe('MigrationCoordinator (destination side)', () => {
     expect(sent.slice(2)).to.deep.equal([['acc-1']]);
     expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 6, failed: 0 });
     await coordinator.close();
+    await host.close();
+    await transport.close();
+  });
+
+  it('source side: keeps concurrency actors in flight however small the batches, and never more', async () => {
+    // One resident actor in each of 64 shards: batches of one.
+    const shards = 64;
+    const store = new MemoryEventStore();
+    const host = new ActorHost({ namespace: 'bank', nodeId: 'a', actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
+    const ids: string[] = [];
+    const taken = new Set<number>();
+    for (let i = 0; ids.length < shards; i++) {
+      const shard = shardOf(`acc-${i}`, shards);
+      if (taken.has(shard)) continue;
+      taken.add(shard);
+      ids.push(`acc-${i}`);
+      await host.dispatch('account', `acc-${i}`, { type: 'DEPOSIT', amount: 1 }, `c-${i}`);
+    }
+    await host.whenIdle('account', ids[0]);
+    const transport = new MemoryTransport();
+    let waiting = 0;
+    let mostAtOnce = 0;
+    await transport.serve('b', async (payload) => {
+      const message = decode(payload, isNodeRequest, 'request');
+      if (message.kind === 'migrate' || message.kind === 'migrate-batch') {
+        const count = message.kind === 'migrate' ? 1 : message.actors.length;
+        waiting += count;
+        mostAtOnce = Math.max(mostAtOnce, waiting);
+        await new Promise((r) => setTimeout(r, 20));
+        waiting -= count;
+      }
+      return installEverything(message);
+    });
+    const owners = Array.from({ length: shards }, () => 'b');
+    const shardMap = { current: map(owners, 3), refresh: async () => undefined };
+    const run = async (concurrency: number, batchSize: number) => {
+      mostAtOnce = 0;
+      const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, maxPerSecond: Infinity, concurrency, batchSize });
+      await coordinator.handleRebalanceRequest({ epoch: 3, moves: owners.map((_, shard) => ({ shard, to: 'b' })) });
+      return coordinator.counts();
+    };
+    expect(await run(32, 16)).to.deep.equal({ running: 0, completed: shards, failed: 0 });
+    expect(mostAtOnce).to.equal(32);
+    // Fewer in flight than a batch holds: batches shrink to fit.
+    for (const id of ids) await host.dispatch('account', id, { type: 'DEPOSIT', amount: 1 }, `again-${id}`);
+    await host.whenIdle('account', ids[0]);
+    expect(await run(2, 16)).to.deep.equal({ running: 0, completed: shards, failed: 0 });
+    expect(mostAtOnce).to.equal(2);
+    await host.close();
+    await transport.close();
+  });
+
+  it('source side: one actor of a batch that cannot be captured fails alone; each actor ends as soon as it is acked', async () => {
+    const { host } = await residentAccounts(3);
+    const capture = host.capture.bind(host);
+    sinon.stub(host, 'capture').callsFake((type: string, id: string) => {
+      if (id === 'acc-2') throw new Error('capture broke');
+      return capture(type, id);
+    });
+    const transport = new MemoryTransport();
+    const residentWhenRetried: boolean[] = [];
+    let refusals = 0;
+    await transport.serve('b', async (payload) => {
+      const message = decode(payload, isNodeRequest, 'request');
+      if (message.kind === 'shard-done') return installEverything(message);
+      const batch = message.kind === 'migrate-batch' ? message.actors : message.kind === 'migrate' ? [message] : [];
+      if (batch.length === 1) residentWhenRetried.push(host.isResident('account', 'acc-0'));
+      // acc-1 is refused (retryably) twice: it keeps transferring while acc-0 is done.
+      return encode({
+        kind: 'migrated',
+        replies: batch.map((a) => (a.id === 'acc-1' && refusals++ < 2 ? { kind: 'nack', reason: 'busy', retryable: true } : { kind: 'ack', installed: true })),
+      });
+    });
+    const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
+    const outcomes: ActorMigration[] = [];
+    const journal: MigrationRecord[] = [];
+    const coordinator = new MigrationCoordinator({
+      nodeId: 'a',
+      host,
+      transport,
+      shardMap,
+      isLive: () => true,
+      maxPayload: 1 << 20,
+      maxPerSecond: Infinity,
+      onMigration: (m) => outcomes.push(m),
+      journal: { record: (r: MigrationRecord) => journal.push(r) } as unknown as Journal<MigrationRecord>,
+    });
+    await coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
+    expect(Object.fromEntries(outcomes.map((m) => [m.actor.id, m.status]))).to.deep.equal({ 'acc-0': 'Deleted', 'acc-1': 'Deleted', 'acc-2': 'Failed' });
+    expect(outcomes.find((m) => m.actor.id === 'acc-2')!.error).to.equal('capture broke');
+    // acc-0 was dropped here before acc-1's retries went out, and ended before acc-1 did.
+    expect(residentWhenRetried).to.deep.equal([false, false]);
+    expect(outcomes.map((m) => m.actor.id)).to.deep.equal(['acc-2', 'acc-0', 'acc-1']);
+    // Every machine's journal ends with its final event: nothing after it.
+    for (const id of ['acc-0', 'acc-1', 'acc-2']) {
+      const steps = journal.filter((r) => r.type === 'STEP' && r.key.endsWith(`:${id}`)).map((r) => (r.type === 'STEP' ? r.event.type : ''));
+      expect(steps[steps.length - 1], id).to.equal(id === 'acc-2' ? 'FAIL' : 'DELETED');
+    }
+    expect(host.residentsWhere(() => true)).to.deep.equal([]);
     await host.close();
     await transport.close();
   });
