@@ -33,7 +33,7 @@ import { createActor, type Actor, type InspectionEvent, type Observer } from 'xs
 import type { ActorHost } from '../actors/actor-host.js';
 import { decode, encodeWithin } from '../codec/codec.js';
 import { isMigrationBatchReply, MAX_MIGRATION_BATCH, type MigrationBatch, type MigrationBatchReply, type MigrationReply, type MigrationRequest, type ShardDone } from '../codec/routing.js';
-import { MigrationBufferFullError, MigrationOptionError, PayloadTooLargeError, reportError } from '../errors.js';
+import { MigrationBufferFullError, MigrationOptionError, reportError } from '../errors.js';
 import {
   backoffMs,
   isFinalMigration,
@@ -475,8 +475,9 @@ export class MigrationCoordinator {
 
   /**
    * Transferring: sends the captured actors, each attempt carrying those still
-   * transferring, until each one is acked or failed (and ends it then). A batch over the
-   * payload limit is split; an actor over it alone fails.
+   * transferring, until each one is acked or failed (and ends it then). A batch that
+   * cannot be encoded (over the payload limit, or a state the codec refuses) is split;
+   * an actor that cannot be encoded alone fails.
    */
   private async transferAll(handovers: readonly Handover[], to: string): Promise<void> {
     const single = handovers.length === 1;
@@ -486,7 +487,8 @@ export class MigrationCoordinator {
       const message: MigrationRequest | MigrationBatch = single ? handovers[0].request! : { kind: 'migrate-batch', actors: handovers.map((h) => h.request!) };
       payload = encodeWithin(message, this.options.maxPayload, what);
     } catch (error) {
-      if (!single && error instanceof PayloadTooLargeError) {
+      // Over the limit, or a state the codec refuses: halves until the actor at fault is alone.
+      if (!single) {
         const half = handovers.length >> 1;
         await Promise.all([this.transferAll(handovers.slice(0, half), to), this.transferAll(handovers.slice(half), to)]);
         return;

@@ -554,6 +554,35 @@ describe('MigrationCoordinator (destination side)', () => {
     await transport.close();
   });
 
+  it('source side: an actor whose state the codec refuses fails alone; the rest of its batch travels', async () => {
+    const { host } = await residentAccounts(5);
+    const capture = host.capture.bind(host);
+    sinon.stub(host, 'capture').callsFake((type: string, id: string) => {
+      const captured = capture(type, id);
+      // superjson will not walk a prototype key beside a Date: this state cannot be sent.
+      return captured && id === 'acc-3' ? { ...captured, state: { ...(captured.state as object), at: new Date(0), constructor: { polluted: true } } } : captured;
+    });
+    const transport = new MemoryTransport();
+    const sent: string[] = [];
+    await transport.serve('b', async (payload) => {
+      const message = decode(payload, isNodeRequest, 'request');
+      if (message.kind === 'migrate-batch') sent.push(...message.actors.map((a) => a.id));
+      if (message.kind === 'migrate') sent.push(message.id);
+      return installEverything(message);
+    });
+    const shardMap = { current: map(['b'], 3), refresh: async () => undefined };
+    const outcomes: ActorMigration[] = [];
+    const coordinator = new MigrationCoordinator({ nodeId: 'a', host, transport, shardMap, isLive: () => true, maxPayload: 1 << 20, maxPerSecond: Infinity, onMigration: (m) => outcomes.push(m) });
+    await coordinator.handleRebalanceRequest({ epoch: 3, moves: [{ shard: 0, to: 'b' }] });
+    expect(sent.sort()).to.deep.equal(['acc-0', 'acc-1', 'acc-2', 'acc-4']);
+    expect(coordinator.counts()).to.deep.equal({ running: 0, completed: 4, failed: 1 });
+    const failed = outcomes.find((m) => m.status === 'Failed')!;
+    expect(failed.actor.id).to.equal('acc-3');
+    expect(failed.error).to.match(/cannot encode migration of account\/acc-3/);
+    await host.close();
+    await transport.close();
+  });
+
   it('source side: keeps concurrency actors in flight however small the batches, and never more', async () => {
     // One resident actor in each of 64 shards: batches of one.
     const shards = 64;
