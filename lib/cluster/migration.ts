@@ -397,7 +397,7 @@ export class MigrationCoordinator {
     try {
       // The new map already routes these actors' commands to `to`; let those in flight finish.
       for (const h of handovers) h.machine.send({ type: 'PAUSE' });
-      await Promise.all(handovers.map((h) => this.capture(h)));
+      await Promise.all(handovers.map((h) => this.capture(h, epoch)));
       const ready: Handover[] = [];
       for (const h of handovers) {
         if (h.status() === 'Transferring') ready.push(h);
@@ -448,7 +448,7 @@ export class MigrationCoordinator {
    * actor's state and version; Failed when it is no longer here or anything goes wrong
    * (for this actor alone).
    */
-  private async capture(h: Handover): Promise<void> {
+  private async capture(h: Handover, epoch: number): Promise<void> {
     const { host, nodeId } = this.options;
     const { type, id } = h;
     try {
@@ -467,7 +467,7 @@ export class MigrationCoordinator {
         return;
       }
       h.machine.send({ type: 'CAPTURED', version: capture.version });
-      h.request = { kind: 'migrate', type, id, from: nodeId, epoch: h.driver.snapshot().context.epoch, ...capture };
+      h.request = { kind: 'migrate', type, id, from: nodeId, epoch, ...capture };
     } catch (error) {
       h.machine.send({ type: 'FAIL', reason: error instanceof Error ? error.message : String(error) });
     }

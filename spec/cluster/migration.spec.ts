@@ -368,6 +368,28 @@ describe('MigrationCoordinator (destination side)', () => {
     await host.close();
   });
 
+  it('checks at most 16 actors of a batch against the store at once', async () => {
+    const { capture } = await capturedFrom([1, 2, 3]);
+    const { host, coordinator } = destination();
+    // Nothing known without a round trip: every actor's check reads the store.
+    sinon.stub(host, 'knownStoreVersion').returns(undefined);
+    let reading = 0;
+    let mostAtOnce = 0;
+    sinon.stub(host, 'storeVersion').callsFake(async () => {
+      mostAtOnce = Math.max(mostAtOnce, ++reading);
+      await new Promise((r) => setTimeout(r, 5));
+      reading--;
+      return 0;
+    });
+    const request: MigrationRequest = { kind: 'migrate', type: 'account', id: 'acc', from: 'a', epoch: 2, ...capture };
+    const reply = await coordinator.handleMigrationBatch({ kind: 'migrate-batch', actors: Array.from({ length: 40 }, (_, i) => ({ ...request, id: `acc-${i}` })) });
+    expect(mostAtOnce).to.equal(16);
+    // The store is at 0, not at the captured version: each one refused, in order.
+    expect(reply.replies).to.have.length(40);
+    expect(reply.replies.every((r) => r.kind === 'nack' && /version mismatch/.test(r.reason))).to.equal(true);
+    await host.close();
+  });
+
   it('forwards commands for an incoming actor to its source until the actor is installed or its shard is done', async () => {
     const { coordinator, shardMap, host, store } = destination({ holdMs: 10_000 });
     const owners = new Array(4).fill('b');
