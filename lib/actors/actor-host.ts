@@ -15,6 +15,7 @@ import { ClosedError, ConcurrencyError, UnknownActorTypeError } from '../errors.
 import { validateActorId } from '../subjects.js';
 import { ActorType, type ExecutableAction } from './actor-type.js';
 import { Reply, ResidentActor, type Envelope } from './resident-actor.js';
+import type { RecentCommandLists } from '../codec/routing.js';
 
 /** An actor's state as a live migration carries it between nodes. */
 export interface ActorCapture {
@@ -22,7 +23,7 @@ export interface ActorCapture {
   readonly sequence: number;
   readonly fingerprint: string;
   readonly state: unknown;
-  readonly recentCommands: readonly (readonly [string, number])[];
+  readonly recentCommands: RecentCommandLists;
 }
 
 export interface ActorHostOptions {
@@ -156,7 +157,7 @@ export class ActorHost {
       sequence: actor.sequence,
       fingerprint: actorType.fingerprint,
       state: actorType.persist(actor.snapshot),
-      recentCommands: actor.recentCommands(),
+      recentCommands: actor.recentCommandLists(),
     };
   }
 
@@ -176,7 +177,8 @@ export class ActorHost {
     actor.version = capture.version;
     actor.sequence = capture.sequence;
     actor.snapshotVersion = capture.version;
-    for (const [commandId, version] of capture.recentCommands) actor.remember(commandId, version, this.window);
+    const { ids, versions } = capture.recentCommands;
+    for (let i = 0; i < ids.length; i++) actor.remember(ids[i], versions[i], this.window);
     actor.loaded = true;
     actor.lastUsed = Date.now();
     let byId = this.residents.get(type);

@@ -78,6 +78,19 @@ export class ResidentActor {
     return this.recent ? [...this.recent] : [];
   }
 
+  /** The same, as a migration carries them: ids and versions in two lists. */
+  recentCommandLists(): { ids: string[]; versions: number[] } {
+    const ids: string[] = [];
+    const versions: number[] = [];
+    if (this.recent) {
+      for (const [commandId, version] of this.recent) {
+        ids.push(commandId);
+        versions.push(version);
+      }
+    }
+    return { ids, versions };
+  }
+
   forget(): void {
     this.recent = undefined;
   }

@@ -61,7 +61,7 @@ export interface MigrationRequest {
   readonly fingerprint: string;
   /** `machine.getPersistedSnapshot(...)`. */
   readonly state: unknown;
-  readonly recentCommands: readonly (readonly [string, number])[];
+  readonly recentCommands: RecentCommandLists;
   readonly from: string;
   /** Shard-map epoch in which the actor's shard moved. */
   readonly epoch: number;
@@ -106,8 +106,23 @@ export type MigrationReply =
 
 export type NodeRequest = RouteRequest | MigrationRequest | MigrationBatch | ShardDone;
 
-function isRecentCommands(value: unknown): boolean {
-  return Array.isArray(value) && value.every((c) => Array.isArray(c) && c.length === 2 && typeof c[0] === 'string' && isNonNegativeInteger(c[1]));
+/**
+ * The command ids an actor applied recently, oldest first, each with the version it
+ * produced (`versions[i]` for `ids[i]`), so that its new owner answers a retried command
+ * as a duplicate. Two lists rather than a pair per command: with an actor's usual few
+ * dozen ids, the pairs were half the bytes of a migration and most of its encoding,
+ * decoding and checking (an array each).
+ */
+export interface RecentCommandLists {
+  readonly ids: readonly string[];
+  readonly versions: readonly number[];
+}
+
+function isRecentCommandLists(value: unknown): value is RecentCommandLists {
+  if (!isRecord(value) || !Array.isArray(value.ids) || !Array.isArray(value.versions) || value.ids.length !== value.versions.length) return false;
+  const { ids, versions } = value as { ids: unknown[]; versions: unknown[] };
+  for (let i = 0; i < ids.length; i++) if (typeof ids[i] !== 'string' || !isNonNegativeInteger(versions[i])) return false;
+  return true;
 }
 
 export function isMigrationRequest(value: unknown): value is MigrationRequest {
@@ -120,7 +135,7 @@ export function isMigrationRequest(value: unknown): value is MigrationRequest {
     isNonNegativeInteger(value.sequence) &&
     typeof value.fingerprint === 'string' &&
     isRecord(value.state) &&
-    isRecentCommands(value.recentCommands) &&
+    isRecentCommandLists(value.recentCommands) &&
     typeof value.from === 'string' &&
     isNonNegativeInteger(value.epoch)
   );

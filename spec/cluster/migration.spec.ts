@@ -213,10 +213,14 @@ describe('migration requests on the wire', () => {
     const garbage = await ask(new Uint8Array([0xff, 0x00, 0x7b, 0x22]));
     expect(garbage).to.include({ kind: 'error', code: 'DECODE' });
     // A migration without its state, and one whose version is not a count.
-    const base = { kind: 'migrate', type: 'account', id: 'acc-1', version: 1, sequence: 1, fingerprint: 'x', state: { value: 'open' }, recentCommands: [], from: 'ghost', epoch: 1 };
+    const base = { kind: 'migrate', type: 'account', id: 'acc-1', version: 1, sequence: 1, fingerprint: 'x', state: { value: 'open' }, recentCommands: { ids: [], versions: [] }, from: 'ghost', epoch: 1 };
     expect(await ask(encodeRaw({ ...base, state: undefined }))).to.include({ kind: 'error', code: 'DECODE' });
     expect(await ask(encodeRaw({ ...base, version: -1 }))).to.include({ kind: 'error', code: 'DECODE' });
-    const polluting = `{"json":${JSON.stringify({ ...base, recentCommands: [['c', 'not-a-version']] }).replace('{', '{"__proto__":{"polluted":true},')}}`;
+    // Recent commands as pairs (the old shape), with lists of different lengths, or an id that is not a string.
+    for (const recentCommands of [[['c', 1]], { ids: ['c', 'd'], versions: [1] }, { ids: [7], versions: [1] }, { ids: ['c'], versions: [-1] }]) {
+      expect(await ask(encodeRaw({ ...base, recentCommands }))).to.include({ kind: 'error', code: 'DECODE' });
+    }
+    const polluting = `{"json":${JSON.stringify({ ...base, recentCommands: { ids: ['c'], versions: ['not-a-version'] } }).replace('{', '{"__proto__":{"polluted":true},')}}`;
     expect(await ask(new TextEncoder().encode(polluting))).to.include({ kind: 'error', code: 'DECODE' });
     expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
     // A batch with one malformed actor is refused whole; an empty one, or one over 1,024 actors, too.

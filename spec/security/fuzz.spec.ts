@@ -37,11 +37,11 @@ const migrationRequest = {
   sequence: 17,
   fingerprint: 'f00d',
   state: { status: 'active', value: 'open', context: { id: 'acc-1', balance: 9, at: new Date(0) }, children: {}, historyValue: {} },
-  recentCommands: [['c-1', 3], ['c-2', 4]],
+  recentCommands: { ids: ['c-1', 'c-2'], versions: [3, 4] },
   from: 'node-a',
   epoch: 2,
 };
-const migrationBatch = { kind: 'migrate-batch', actors: [migrationRequest, { ...migrationRequest, id: 'acc-2', recentCommands: [] }] };
+const migrationBatch = { kind: 'migrate-batch', actors: [migrationRequest, { ...migrationRequest, id: 'acc-2', recentCommands: { ids: [], versions: [] } }] };
 const shardDone = { kind: 'shard-done', shard: 7, epoch: 2, from: 'node-a', ok: true };
 const eventStored = { namespace: 'bank', type: 'account', id: 'acc-1', version: 2, sequence: 9, events: [event, { type: 'WITHDRAW', amount: 1 }], commandIds: ['c-1', 'c-2'], origin: 'node-a' };
 const commit = { commitId: 'k-1', version: 2, time: 1_700_000_000_000, events: [event, { type: 'WITHDRAW', amount: 1 }], commandIds: ['c-1', 'c-2'] };

@@ -12,10 +12,10 @@ export interface MemoryTransportOptions {
 }
 
 /**
- * `Transport` inside one process. Payloads are copied (not with `slice`, which is a view
- * for a Node Buffer) so no node shares memory with another. Like `NatsTransport`, a
- * handler that fails is reported on the serving side and its request stays unanswered,
- * so the requester sees `TimeoutError`.
+ * `Transport` inside one process. Payloads are handed over, not copied: they are
+ * read-only once sent (see `Transport`). Like `NatsTransport`, a handler that
+ * fails is reported on the serving side and its request stays unanswered, so the
+ * requester sees `TimeoutError`.
  */
 export class MemoryTransport implements Transport {
   /** The handlers this transport registered on the hub, by node id. */
@@ -50,9 +50,9 @@ export class MemoryTransport implements Transport {
     if (!handler) return Promise.reject(new NoRespondersError(nodeId));
     return new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => reject(new TimeoutError(`request to node ${nodeId}`, timeoutMs)), timeoutMs);
-      void handler(new Uint8Array(payload)).then((reply) => {
+      void handler(payload).then((reply) => {
         clearTimeout(timer);
-        resolve(new Uint8Array(reply));
+        resolve(reply);
       });
     });
   }

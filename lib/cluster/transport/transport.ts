@@ -2,6 +2,10 @@
  * The `Transport` port: request/reply between the nodes of one namespace. The router
  * sends encoded commands to the node that owns an actor and waits for the encoded
  * reply. Adapters: `MemoryTransport` (embedded) and `NatsTransport` (core NATS request).
+ *
+ * Payloads are read-only once sent: the sender of a request (or a handler, of its reply)
+ * never modifies the buffer afterwards (it may send it again), and the receiver only
+ * reads it. So an in-process adapter may hand the buffer itself over instead of a copy.
  */
 import { NatstateError } from '../../errors.js';
 
