@@ -57,6 +57,37 @@ function atLeastOne(value: number | undefined, fallback: number): number {
   return value !== undefined && Number.isFinite(value) ? Math.max(1, Math.floor(value)) : fallback;
 }
 
+/** The status a migration starts in. */
+export const initialMigrationStatus = 'Pending' satisfies MigrationStatus;
+
+/**
+ * The only context fields the machine's guards and actions read. The rest is recorded
+ * (who moves where, the captured version, the last error) and never decides a step, which
+ * lets the runtime remember steps (see `StepCache`); a spec checks that it agrees with XState.
+ */
+export const migrationDecisionKeys = ['attempts', 'maxAttempts'] as const satisfies readonly (keyof MigrationContext)[];
+
+/**
+ * Event fields the machine only copies into its context and never decides on (NACK's
+ * `retryable` decides a retry, so NACK is not listed). Also for `StepCache`.
+ */
+export const migrationRecordedEventFields = { CAPTURED: ['version'], FAIL: ['reason'] } as const satisfies Partial<Record<MigrationEvent['type'], readonly string[]>>;
+
+/** A new migration's context. */
+export function migrationContext(input: MigrationInput): MigrationContext {
+  return {
+    actorType: input.actorType,
+    actorId: input.actorId,
+    from: input.from,
+    to: input.to,
+    planId: input.planId,
+    epoch: input.epoch,
+    // CAPTURED always makes the first attempt, so fewer than one cannot be honoured.
+    maxAttempts: atLeastOne(input.maxAttempts, DEFAULT_MAX_ATTEMPTS),
+    attempts: 0,
+  };
+}
+
 export const migrationMachine = setup({
   types: {
     input: {} as MigrationInput,
@@ -73,18 +104,8 @@ export const migrationMachine = setup({
   },
 }).createMachine({
   id: 'migration',
-  context: ({ input }) => ({
-    actorType: input.actorType,
-    actorId: input.actorId,
-    from: input.from,
-    to: input.to,
-    planId: input.planId,
-    epoch: input.epoch,
-    // CAPTURED always makes the first attempt, so fewer than one cannot be honoured.
-    maxAttempts: atLeastOne(input.maxAttempts, DEFAULT_MAX_ATTEMPTS),
-    attempts: 0,
-  }),
-  initial: 'Pending',
+  context: ({ input }) => migrationContext(input),
+  initial: initialMigrationStatus,
   states: {
     Pending: {
       on: {
@@ -144,6 +165,9 @@ export const migrationMachine = setup({
 });
 
 export type MigrationSnapshot = SnapshotFrom<typeof migrationMachine>;
+
+/** What the runtime keeps of a migration: its status and context (an XState snapshot is one). */
+export type MigrationState = Pick<MigrationSnapshot, 'value' | 'context'>;
 
 export function migrationStatus(snapshot: Pick<MigrationSnapshot, 'value'>): MigrationStatus {
   return snapshot.value;

@@ -36,15 +36,21 @@ import { isMigrationBatchReply, MAX_MIGRATION_BATCH, type MigrationBatch, type M
 import { MigrationBufferFullError, MigrationOptionError, reportError } from '../errors.js';
 import {
   backoffMs,
+  initialMigrationStatus,
   isFinalMigration,
+  migrationContext,
+  migrationDecisionKeys,
   migrationMachine,
+  migrationRecordedEventFields,
   migrationStatus,
+  type MigrationContext,
   type MigrationEvent,
   type MigrationInput,
-  type MigrationSnapshot,
+  type MigrationState,
   type MigrationStatus,
 } from '../../machines/migration.machine.js';
 import { ActorType } from '../actors/actor-type.js';
+import { StepCache, type Stepped } from '../actors/step-cache.js';
 import { SYSTEM_TYPE_PREFIX, type Journal } from './journal.js';
 import { shardOf } from './placement.js';
 import type { ShardMap } from './shard-map.js';
@@ -140,7 +146,7 @@ export interface MigrationOptions {
 /** A migration machine run (see `MigrationCoordinator.drive`). */
 interface Driver {
   send(event: MigrationEvent): void;
-  snapshot(): MigrationSnapshot;
+  snapshot(): MigrationState;
   stop(): void;
 }
 
@@ -191,8 +197,14 @@ interface Incoming {
   readonly timer: NodeJS.Timeout;
 }
 
-/** The migration machine's pure transitions (it has no actions to run). */
-const migrationType = new ActorType('$natstate.migration', migrationMachine);
+/**
+ * The migration machine's pure transitions (it has no actions to run), remembered: every
+ * migration takes the same steps, and only its data differs (see `StepCache`).
+ */
+const migrationSteps = new StepCache<MigrationStatus, MigrationContext>(new ActorType('$natstate.migration', migrationMachine),
+  migrationDecisionKeys,
+  migrationRecordedEventFields,
+);
 /** Actors of one batch a destination checks at once (each may read the store). */
 const CHECKS_AT_ONCE = 16;
 const keyOf = (type: string, id: string) => `${type}\u0000${id}`;
@@ -553,23 +565,24 @@ export class MigrationCoordinator {
 
   /**
    * Runs one migration machine: a live actor when someone inspects (so the observer sees
-   * it), otherwise pure transitions on a reused scope, about a quarter cheaper (initial
-   * state and five events: 24-28 µs against 32-42 µs).
+   * it), otherwise its transitions, remembered (`migrationSteps`): the initial state and
+   * five events took 58-64 µs through XState's `transition` on this machine, 4-9 µs
+   * remembered (B9's plan: a third less busy time).
    */
   private drive(input: MigrationInput): Driver {
     if (this.options.inspect) {
       const actor = createActor(migrationMachine, { input, inspect: this.options.inspect }).start();
       return { send: (event) => actor.send(event), snapshot: () => actor.getSnapshot(), stop: () => actor.stop() };
     }
-    let snapshot = migrationType.initial(input) as MigrationSnapshot;
+    let current: Stepped<MigrationStatus, MigrationContext> = { state: { value: initialMigrationStatus, context: migrationContext(input) } };
     return {
-      send: (event) => (snapshot = migrationType.replay(snapshot, event) as MigrationSnapshot),
-      snapshot: () => snapshot,
+      send: (event) => (current = migrationSteps.next(current, event)),
+      snapshot: () => current.state,
       stop: () => {},
     };
   }
 
-  private record(snapshot: MigrationSnapshot): void {
+  private record(snapshot: MigrationState): void {
     const migration = toMigration(snapshot);
     if (migration.status === 'Deleted') this.completed++;
     else this.failed++;
@@ -763,7 +776,7 @@ export class MigrationCoordinator {
   }
 }
 
-function toMigration(snapshot: MigrationSnapshot): ActorMigration {
+function toMigration(snapshot: MigrationState): ActorMigration {
   const { context } = snapshot;
   return {
     actor: { type: context.actorType, id: context.actorId },

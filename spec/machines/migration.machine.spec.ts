@@ -18,23 +18,12 @@ import {
   type MigrationSnapshot,
   type MigrationStatus,
 } from '../../machines/migration.machine.js';
+import { CAPTURED_VERSION, MIGRATION_EVENTS } from '../support/migration-events.js';
 
 type Path = StatePath<MigrationSnapshot, MigrationEvent>;
 
-const VERSION = 3;
-
-/** The finite alphabet the graph explores: one instance of every event shape. */
-const EVENTS: readonly MigrationEvent[] = [
-  { type: 'PAUSE' },
-  { type: 'DRAINED' },
-  { type: 'CAPTURED', version: VERSION },
-  { type: 'ACK' },
-  { type: 'NACK', reason: 'busy', retryable: true },
-  { type: 'NACK', reason: 'refused', retryable: false },
-  { type: 'TIMEOUT' },
-  { type: 'DELETED' },
-  { type: 'FAIL', reason: 'boom' },
-];
+const VERSION = CAPTURED_VERSION;
+const EVENTS = MIGRATION_EVENTS;
 
 /** Everything a migration can go through, in protocol order (Failed sits outside it). */
 const ORDER: readonly MigrationStatus[] = ['Pending', 'Paused', 'Capturing', 'Transferring', 'Acked', 'Deleted'];
