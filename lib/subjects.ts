@@ -122,6 +122,11 @@ export class Subjects {
     return `${this.prefix}_${this.ns}_events`;
   }
 
+  /** JetStream API subject that gets one message of the event stream (nats.js's default API prefix, as the stores use). */
+  get eventStreamMessageGet(): string {
+    return `$JS.API.STREAM.MSG.GET.${this.eventStream}`;
+  }
+
   /** Subjects bound to the event stream. */
   get eventStreamSubjects(): string {
     return `${this.base}.ev.>`;

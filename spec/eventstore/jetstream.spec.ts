@@ -36,11 +36,12 @@ async function messageCount(jsm: JetStreamManager, namespace: string): Promise<n
 /** Counts the requests a connection sends, by kind, from the moment it is called. */
 function countRequests(nc: NatsConnection) {
   const spy = sinon.spy(nc, 'request');
-  // Commits are published with a reply subject of the store's own (see ReplyMux), not requested.
+  // Commits and lookups are published with a reply subject of the store's own (see ReplyMux), not requested.
   const published = sinon.spy(nc, 'publish');
   const subjects = (s: sinon.SinonSpy) => s.getCalls().map((call) => call.args[0] as string);
+  const isLookup = (s: string) => s.startsWith('$JS.API.STREAM.MSG.GET.');
   return {
-    lookups: () => subjects(spy).filter((s) => s.startsWith('$JS.API.STREAM.MSG.GET.')).length,
+    lookups: () => subjects(spy).filter(isLookup).length + subjects(published).filter(isLookup).length,
     publishes: (subject: string) => subjects(published).filter((s) => s === subject).length,
     restore: () => {
       spy.restore();
@@ -180,7 +181,7 @@ describe('JetStreamEventStore', function () {
       await rejection(store.version(account('a')), EventStoreError);
     });
 
-    it('reports a commit the server refuses, or a stream gone from under it, as EventStoreError and stores nothing', async () => {
+    it('reports a commit the server refuses, or a stream gone from under it (for a commit and a lookup), as EventStoreError and stores nothing', async () => {
       const namespace = uniqueNamespace('refused');
       const names = new Subjects(namespace);
       const store = await JetStreamEventStore.create(nc, { namespace });
@@ -194,6 +195,9 @@ describe('JetStreamEventStore', function () {
       await jsm.streams.delete(names.eventStream);
       const gone = await rejection(store.append(s, [ev('C')], { expectedVersion: 1 }), EventStoreError);
       expect(gone.message).to.match(/no JetStream stream takes this subject/);
+      // A lookup gets JetStream's own error (not "no message"), as an EventStoreError.
+      const lookup = await rejection(store.version(account('b')), EventStoreError);
+      expect(lookup.message).to.match(/looking up the stream: stream not found/);
       await store.close();
     });
   });
