@@ -201,7 +201,8 @@ interface Incoming {
  * The migration machine's pure transitions (it has no actions to run), remembered: every
  * migration takes the same steps, and only its data differs (see `StepCache`).
  */
-const migrationSteps = new StepCache<MigrationStatus, MigrationContext>(new ActorType('$natstate.migration', migrationMachine),
+const migrationSteps = new StepCache<MigrationStatus, MigrationContext>(
+  new ActorType('$natstate.migration', migrationMachine),
   migrationDecisionKeys,
   migrationRecordedEventFields,
 );
