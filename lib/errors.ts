@@ -34,7 +34,7 @@ export class InvalidActorIdError extends NatstateError {
 
 /** A namespace, actor type name or subject prefix is empty, too long or not a string. */
 export class InvalidNameError extends NatstateError {
-  constructor(readonly kind: 'namespace' | 'actor type' | 'prefix', readonly value: unknown, reason: string) {
+  constructor(readonly kind: 'namespace' | 'actor type' | 'prefix' | 'shard', readonly value: unknown, reason: string) {
     super('INVALID_NAME', `invalid ${kind}: ${reason}`);
   }
 }

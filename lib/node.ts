@@ -33,6 +33,7 @@ import { Journal, SYSTEM_TYPE_PREFIX } from './cluster/journal.js';
 import { RebalanceSupervisor, type RebalanceView } from './cluster/rebalance-supervisor.js';
 import type { InspectionEvent, Observer } from 'xstate';
 import { shardOf } from './cluster/placement.js';
+import { CommitSync } from './cluster/commit-sync.js';
 import { DEFAULT_MAX_PAYLOAD } from './codec/codec.js';
 
 export type ActorTypes = Readonly<Record<string, AnyStateMachine>>;
@@ -241,6 +242,8 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     transport = new MemoryTransport(network.transportHub(namespace));
   }
 
+  /** The shard count of the map this node follows (the configured one until it has a map). */
+  let shardCount = clusterOptions.shards ?? 256;
   const host = new ActorHost({
     namespace,
     nodeId,
@@ -252,19 +255,24 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     maxBatch: options.maxBatch,
     idempotencyWindow: options.idempotencyWindow,
     onError: options.onError ?? defaultOnError,
+    // Each commit notice names its shard, so that only the shard's owner hears it.
+    shardOf: (id) => shardOf(id, shardCount),
   });
 
-  // Keep this node's version cache and resident actors in step with other writers.
-  const stopSync = bus.subscribeToEventStored((n) => {
+  // Keep this node's version cache and resident actors in step with other writers to the
+  // actors of its shards.
+  const sync = new CommitSync(bus, nodeId, (n) => {
     if (n.origin === nodeId) return;
     store.updateVersionCache({ type: n.type, id: n.id }, n.version, n.sequence);
     host.noteForeignCommit(n);
   });
-  await bus.flush();
 
   // The cluster: shard map, routing, membership, leader lease and (on the leader) planning.
   const shardMap = new ShardMapStore({ kv, subjects, onError: report('shard map') });
   await shardMap.start();
+  if (shardMap.current) shardCount = shardMap.current.shardCount;
+  sync.follow(shardMap.current);
+  await bus.flush();
   // Created before the membership and lease they ask about; only called once everything is started.
   let membership: Membership | undefined;
   let lease: LeaderLease | undefined;
@@ -340,6 +348,9 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
   const stopFollowingMap = shardMap.subscribe((map) => {
     const previous = previousMap;
     previousMap = map;
+    shardCount = map.shardCount;
+    // Before the migrations start: the last commits of actors on their way here are heard.
+    sync.follow(map);
     if (migrations) migrations.onMapChange(previous, map);
     else host.evict((_type, id) => map.owners[shardOf(id, map.shardCount)] !== nodeId);
   });
@@ -445,7 +456,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
       await host.close();
       await stopServing();
       stopFollowingMap();
-      stopSync();
+      sync.close();
       await membership.close();
       await lease.close();
       shardMap.close();

@@ -90,6 +90,13 @@ export interface StreamId {
   readonly id: string;
 }
 
+/** A shard as a subject token: its number, or `_` for none. */
+function shardToken(shard: number | undefined): string {
+  if (shard === undefined) return '_';
+  if (!Number.isSafeInteger(shard) || shard < 0) throw new InvalidNameError('shard', shard, 'must be an integer >= 0');
+  return String(shard);
+}
+
 /** A printable, unambiguous name for a stream, used in error messages and map keys. */
 export function streamKey(stream: StreamId): string {
   return encodeToken(stream.type) + '.' + encodeToken(stream.id);
@@ -152,16 +159,21 @@ export class Subjects {
     return streamKey(stream);
   }
 
-  /** Subject on which one actor's `EventStored` notifications are published. */
-  eventStored(stream: StreamId): string {
-    return `${this.base}.es.${streamKey(stream)}`;
+  /**
+   * Subject on which one actor's `EventStored` notifications are published:
+   * `<base>.es.<shard>.<type>.<id>`, the shard being the actor's shard in the writer's
+   * map (`_` when the writer has none), so that a node can listen to its own shards only.
+   */
+  eventStored(stream: StreamId, shard?: number): string {
+    return `${this.base}.es.${shardToken(shard)}.${streamKey(stream)}`;
   }
 
-  /** Subscription subject for `EventStored`, optionally narrowed to a type and/or id. */
-  eventStoredFilter(filter?: { type?: string; id?: string }): string {
+  /** Subscription subject for `EventStored`, optionally narrowed to a shard, a type and/or an id. */
+  eventStoredFilter(filter?: { type?: string; id?: string; shard?: number }): string {
+    const shard = filter?.shard === undefined ? '*' : shardToken(filter.shard);
     const type = filter?.type === undefined ? '*' : encodeToken(filter.type);
     const id = filter?.id === undefined ? '*' : encodeToken(filter.id);
-    return `${this.base}.es.${type}.${id}`;
+    return `${this.base}.es.${shard}.${type}.${id}`;
   }
 
   /** KV bucket of cluster coordination: member records, the leader lease, the shard map. */

@@ -10,13 +10,17 @@ import {
   InvalidNameError,
   JetStreamEventStore,
   MemoryNetwork,
+  NATSEventBus,
   PayloadTooLargeError,
+  shardOf,
   UnknownActorTypeError,
   type EventStored,
   type NatstateNode,
 } from '../lib/index.js';
 import { account } from '../examples/bank/account.machine.js';
+import { Subjects } from '../lib/subjects.js';
 import { NatsServer } from './support/nats-server.js';
+import { eventually } from './support/eventually.js';
 
 const actors = { account };
 type Bank = NatstateNode<typeof actors>;
@@ -185,6 +189,45 @@ describe('on NATS', function () {
 
   // Each node opens its own connection, as a separate process would.
   nodeBehaviour('NATS', (namespace, nodeId) => createNode({ actors, namespace, nodeId, nats: { servers: server.url } }));
+
+  it("publishes commit notices on the actor's shard and hears those of its own shards only", async () => {
+    const namespace = uniqueNamespace('sync');
+    const shards = 8;
+    const a = await createNode({ actors, namespace, nodeId: 'a', nats: { servers: server.url }, cluster: { shards } });
+    const nc = await connect({ servers: server.url });
+    connections.push(nc);
+    const subjects = new Subjects(namespace);
+    const heard: string[] = [];
+    nc.subscribe(subjects.eventStoredFilter(), {
+      callback: (_error, msg) => {
+        heard.push(msg.subject);
+      },
+    });
+    await nc.flush();
+    const x = { type: 'account', id: 'x' };
+    await a.send('account', 'x', { type: 'DEPOSIT', amount: 1 });
+    await eventually(() => heard.length, (n) => n === 1, 5_000, "the node's notice");
+    expect(heard).to.deep.equal([subjects.eventStored(x, shardOf('x', shards))]);
+
+    // A stale writer appends to x (the store lets it: it knows the version) and says so.
+    const store = await JetStreamEventStore.create(nc, { namespace });
+    const deposit = { type: 'DEPOSIT', amount: 4 };
+    const foreign = await store.append(x, [deposit], { expectedVersion: 1 });
+    const bus = new NATSEventBus(nc, namespace);
+    const notice: EventStored = { namespace, ...x, version: 2, sequence: foreign.sequence, events: [deposit], commandIds: ['stale'], origin: 'stale' };
+    // On a shard the node does not own (there is no shard 8 of 8), it does not hear it:
+    // its resident copy still reads 1 after another of its commits has made a round trip.
+    bus.publish({ ...notice, shard: shards });
+    await nc.flush();
+    await a.send('account', 'y', { type: 'DEPOSIT', amount: 1 });
+    expect((await a.state('account', 'x')).context.balance).to.equal(1);
+    // On x's shard it does, and reads the store before serving x again.
+    bus.publish({ ...notice, shard: shardOf('x', shards) });
+    await eventually(async () => (await a.state('account', 'x')).context.balance, (balance) => balance === 5, 5_000, "the stale writer's deposit");
+    expect(await a.send('account', 'x', { type: 'DEPOSIT', amount: 10 })).to.include({ accepted: true, version: 3 });
+    await bus.close();
+    await a.close();
+  });
 
   it('uses a connection it is given and leaves it open on close', async () => {
     const nc = await connect({ servers: server.url });

@@ -42,6 +42,8 @@ export interface ActorHostOptions {
   readonly idempotencyWindow?: number;
   /** Receives errors that have no caller to go to (side effects, snapshots, bus). */
   readonly onError?: (error: unknown, context: string) => void;
+  /** The shard of an actor id in this node's current map (`EventStored.shard`); none outside a cluster. */
+  readonly shardOf?: (id: string) => number;
 }
 
 /** Appends retried after a `ConcurrencyError` (another writer) before giving up. */
@@ -399,16 +401,14 @@ export class ActorHost {
 
   private publish(actor: ResidentActor, events: EventObject[], commandIds: string[], sequence: number): void {
     try {
-      this.options.bus.publish({
-        namespace: this.options.namespace,
-        type: actor.type,
-        id: actor.id,
-        version: actor.version,
-        sequence,
-        events,
-        commandIds,
-        origin: this.options.nodeId,
-      });
+      const { namespace, nodeId: origin, shardOf } = this.options;
+      const { type, id, version } = actor;
+      // Without a shard the property is left out, not undefined (the codec would describe an undefined).
+      this.options.bus.publish(
+        shardOf
+          ? { namespace, type, id, version, sequence, events, commandIds, origin, shard: shardOf(id) }
+          : { namespace, type, id, version, sequence, events, commandIds, origin },
+      );
     } catch (error) {
       this.onError(error, `EventStored of ${actor.type}/${actor.id}`);
     }

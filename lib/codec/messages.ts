@@ -81,6 +81,11 @@ export interface EventStored {
   readonly commandIds: readonly string[];
   /** Node that wrote the commit. */
   readonly origin: string;
+  /**
+   * The actor's shard in the writer's shard map (absent outside a cluster). Notifications
+   * travel per shard, so each node hears about the shards it owns and no others.
+   */
+  readonly shard?: number;
 }
 
 export function isEventStored(value: unknown): value is EventStored {
@@ -94,6 +99,7 @@ export function isEventStored(value: unknown): value is EventStored {
     Array.isArray(value.events) &&
     value.events.every(isEventObject) &&
     isStringArray(value.commandIds) &&
-    typeof value.origin === 'string'
+    typeof value.origin === 'string' &&
+    (value.shard === undefined || isNonNegativeInteger(value.shard))
   );
 }

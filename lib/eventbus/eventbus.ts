@@ -9,6 +9,8 @@ export type { EventStored } from '../codec/messages.js';
 export interface EventStoredFilter {
   readonly type?: string;
   readonly id?: string;
+  /** Only notifications of actors of this shard (`EventStored.shard`, the shard in the writer's map). */
+  readonly shard?: number;
 }
 
 export type EventStoredHandler = (notification: EventStored) => void;

@@ -13,6 +13,18 @@ interface Subscription {
   readonly onError?: (error: Error) => void;
 }
 
+/** One namespace's subscriptions: those narrowed to a shard are kept by shard, so a commit only meets its own shard's. */
+interface Subscribers {
+  readonly any: Set<Subscription>;
+  readonly byShard: Map<number, Set<Subscription>>;
+  /** Subscription order, for delivering in it across the two. */
+  readonly order: Map<Subscription, number>;
+  next: number;
+}
+
+const matches = ({ filter }: Subscription, notification: EventStored) =>
+  (filter?.type === undefined || filter.type === notification.type) && (filter?.id === undefined || filter.id === notification.id);
+
 function report(onError: ((error: Error) => void) | undefined, error: unknown): void {
   try {
     onError?.(error instanceof Error ? error : new Error(`non-Error value thrown: ${String(error)}`, { cause: error }));
@@ -36,36 +48,50 @@ function run({ handler, onError }: Subscription, notification: EventStored): voi
  * Buses of different namespaces share it but only see their own namespace.
  */
 export class LocalEventHub {
-  private readonly subscriptions = new Map<string, Set<Subscription>>();
+  private readonly subscriptions = new Map<string, Subscribers>();
 
   subscribe(namespace: string, subscription: Subscription): Unsubscribe {
-    let set = this.subscriptions.get(namespace);
-    if (!set) {
-      set = new Set();
-      this.subscriptions.set(namespace, set);
+    let subscribers = this.subscriptions.get(namespace);
+    if (!subscribers) {
+      subscribers = { any: new Set(), byShard: new Map(), order: new Map(), next: 0 };
+      this.subscriptions.set(namespace, subscribers);
+    }
+    const { any, byShard, order } = subscribers;
+    const shard = subscription.filter?.shard;
+    let set = any;
+    if (shard !== undefined) {
+      set = byShard.get(shard) ?? new Set();
+      byShard.set(shard, set);
     }
     set.add(subscription);
-    return () => set.delete(subscription);
+    order.set(subscription, subscribers.next++);
+    return () => {
+      set.delete(subscription);
+      order.delete(subscription);
+      if (shard !== undefined && set.size === 0 && byShard.get(shard) === set) byShard.delete(shard);
+    };
   }
 
   deliver(notification: EventStored): void {
-    const set = this.subscriptions.get(notification.namespace);
-    if (!set) return;
+    const subscribers = this.subscriptions.get(notification.namespace);
+    if (!subscribers) return;
     let matching: Subscription[] | undefined;
-    for (const subscription of set) {
-      const { filter } = subscription;
-      if (filter?.type !== undefined && filter.type !== notification.type) continue;
-      if (filter?.id !== undefined && filter.id !== notification.id) continue;
-      (matching ??= []).push(subscription);
+    for (const subscription of subscribers.any) if (matches(subscription, notification)) (matching ??= []).push(subscription);
+    const ofShard = notification.shard === undefined ? undefined : subscribers.byShard.get(notification.shard);
+    if (ofShard) {
+      const before = matching?.length ?? 0;
+      for (const subscription of ofShard) if (matches(subscription, notification)) (matching ??= []).push(subscription);
+      if (before > 0 && matching!.length > before) matching!.sort((a, b) => subscribers.order.get(a)! - subscribers.order.get(b)!);
     }
     if (!matching) return;
     // Delivered asynchronously like a network bus, so a handler never runs inside the
     // publisher's commit; `run` keeps a throwing handler from reaching anyone else. One
     // task for every subscriber, in subscription order (one per subscriber cost a closure
-    // each on every commit, and every node of a cluster subscribes).
+    // each on every commit).
     const subscriptions = matching;
+    const { order } = subscribers;
     queueMicrotask(() => {
-      for (const subscription of subscriptions) if (set.has(subscription)) run(subscription, notification);
+      for (const subscription of subscriptions) if (order.has(subscription)) run(subscription, notification);
     });
   }
 }

@@ -1,7 +1,8 @@
 /**
  * `EventBus` over core NATS: each `EventStored` is published on its actor's subject
- * (`Subjects.eventStored`) and every subscription is a plain NATS subscription on
- * `Subjects.eventStoredFilter`, so filtering happens in the server. Delivery is at most
+ * (`Subjects.eventStored`, which names its shard) and every subscription is a plain NATS
+ * subscription on `Subjects.eventStoredFilter`, so filtering (by shard, type or id)
+ * happens in the server. Delivery is at most
  * once, like core NATS itself; consumers that need every event read the event store.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
@@ -52,7 +53,7 @@ export class NATSEventBus implements EventBus {
     try {
       const limit = this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
       const bytes = encodeWithin(notification, limit, 'EventStored');
-      this.nc.publish(this.subjects.eventStored(notification), bytes);
+      this.nc.publish(this.subjects.eventStored(notification, notification.shard), bytes);
     } catch (error) {
       this.report(error);
     }
@@ -104,10 +105,10 @@ export class NATSEventBus implements EventBus {
   private accept(msg: Msg): EventStored | undefined {
     try {
       const notification = decode(msg.data, isEventStored, 'EventStored');
-      if (notification.namespace !== this.namespace || this.subjects.eventStored(notification) !== msg.subject) {
+      if (notification.namespace !== this.namespace || this.subjects.eventStored(notification, notification.shard) !== msg.subject) {
         throw new DecodeError(
           'EventStored',
-          `namespace "${notification.namespace}", type "${notification.type}", id "${notification.id}" do not belong on subject ${msg.subject}`,
+          `namespace "${notification.namespace}", type "${notification.type}", id "${notification.id}", shard ${notification.shard ?? 'none'} do not belong on subject ${msg.subject}`,
         );
       }
       return notification;

@@ -173,6 +173,39 @@ export function eventBusContract(name: string, factory: () => Promise<EventBusBa
       expect(byBoth.sequences).to.deep.equal([accountA1.sequence]);
     });
 
+    it('filters by shard, alone and with a type or id; a subscription without one hears every shard and none', async () => {
+      const ns = uniqueNamespace('shard');
+      const publisher = node1.bus(ns);
+      const bus = node2.bus(ns);
+      const all = new Inbox();
+      const shard3 = new Inbox();
+      const shard3Order = new Inbox();
+      const shard0 = new Inbox();
+      bus.subscribeToEventStored(all.handler);
+      bus.subscribeToEventStored(shard3.handler, { shard: 3 });
+      bus.subscribeToEventStored(shard3Order.handler, { shard: 3, type: 'Order' });
+      bus.subscribeToEventStored(shard0.handler, { shard: 0 });
+      await ready();
+
+      const noShard = notification(ns);
+      const account3 = notification(ns, { shard: 3 });
+      const account30 = notification(ns, { shard: 30 });
+      const account0 = notification(ns, { shard: 0, id: 'acc-0' });
+      // Matches every filter of shard 3: their sentinel.
+      const order3 = notification(ns, { shard: 3, type: 'Order' });
+      // The last one: the sentinel of shard 0 and of the unfiltered subscription.
+      const order0 = notification(ns, { shard: 0, type: 'Order' });
+      for (const n of [noShard, account3, account30, account0, order3, order0]) publisher.publish(n);
+
+      await Promise.all([...[shard3, shard3Order].map((inbox) => inbox.receives(order3)), ...[all, shard0].map((inbox) => inbox.receives(order0))]);
+      expect(all.sequences).to.deep.equal([noShard, account3, account30, account0, order3, order0].map((n) => n.sequence));
+      expect(shard3.sequences).to.deep.equal([account3.sequence, order3.sequence]);
+      expect(shard3Order.sequences).to.deep.equal([order3.sequence]);
+      expect(shard0.sequences).to.deep.equal([account0.sequence, order0.sequence]);
+      expect(all.received[1]).to.deep.equal(account3);
+      expect(all.received[0]).to.not.have.property('shard');
+    });
+
     it('stops delivering to a handler once it is unsubscribed', async () => {
       const ns = uniqueNamespace('unsub');
       const publisher = node1.bus(ns);

@@ -50,4 +50,24 @@ describe('LocalEventBus', () => {
     expect(late.received).to.deep.equal([]);
     await bus.close();
   });
+
+  it('runs the handlers of one commit in subscription order, whether they filter by shard or not', async () => {
+    const ns = uniqueNamespace('order');
+    const bus = new LocalEventBus(ns);
+    const calls: string[] = [];
+    const unsubscribe = bus.subscribeToEventStored(() => calls.push('gone'), { shard: 2 });
+    bus.subscribeToEventStored(() => calls.push('any-1'));
+    bus.subscribeToEventStored(() => calls.push('shard-1'), { shard: 2 });
+    bus.subscribeToEventStored(() => calls.push('any-2'), { type: 'Account' });
+    bus.subscribeToEventStored(() => calls.push('other shard'), { shard: 3 });
+    bus.subscribeToEventStored(() => calls.push('shard-2'), { shard: 2, id: 'acc-1' });
+    unsubscribe();
+    const witness = new Inbox();
+    bus.subscribeToEventStored(witness.handler);
+    const sent = notification(ns, { shard: 2 });
+    bus.publish(sent);
+    await witness.receives(sent);
+    expect(calls).to.deep.equal(['any-1', 'shard-1', 'any-2', 'shard-2']);
+    await bus.close();
+  });
 });

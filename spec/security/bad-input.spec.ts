@@ -15,6 +15,7 @@ import { decode, encode, isRecord } from '../../lib/codec/codec.js';
 import { isRouteReply, type RouteReply } from '../../lib/codec/routing.js';
 import { DecodeError, InvalidEventError, PayloadTooLargeError } from '../../lib/errors.js';
 import { Subjects } from '../../lib/subjects.js';
+import { shardOf } from '../../lib/cluster/placement.js';
 import { NatsServer } from '../support/nats-server.js';
 import { eventually } from '../support/eventually.js';
 import { mulberry32 } from '../support/random.js';
@@ -153,7 +154,8 @@ describe('bad input on NATS', function () {
     const n = await node();
     const subjects = new Subjects(n.namespace);
     await n.send('bag', 'b', { type: 'MERGE', patch: { a: 1 } });
-    const onBus = subjects.eventStored({ type: 'bag', id: 'b' });
+    // The node listens to the shards it owns: garbage on the actor's shard reaches it.
+    const onBus = subjects.eventStored({ type: 'bag', id: 'b' }, shardOf('b', n.cluster().shardCount));
     for (const payload of [text('garbage'), new Uint8Array([0xc3]), encode({ namespace: n.namespace, type: 'bag', id: 'b', version: 'x' })]) raw.publish(onBus, payload);
     const kv = await new Kvm(raw).open(subjects.clusterBucket);
     await kv.put(subjects.memberKey('intruder'), text('{"json":{"nodeId":7}}'));
