@@ -34,6 +34,7 @@ import { RebalanceSupervisor, type RebalanceView } from './cluster/rebalance-sup
 import type { InspectionEvent, Observer } from 'xstate';
 import { shardOf } from './cluster/placement.js';
 import { CommitSync } from './cluster/commit-sync.js';
+import { outboxOf } from './nats/outbox.js';
 import { DEFAULT_MAX_PAYLOAD } from './codec/codec.js';
 
 export type ActorTypes = Readonly<Record<string, AnyStateMachine>>;
@@ -464,6 +465,8 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
       await bus.close();
       await kv.close();
       if (options.nats) await store.close();
+      // What the adapters queued last (replies, notices) leaves before the connection closes.
+      if (owned) await outboxOf(owned).flush().catch(() => undefined);
       await owned?.close();
     },
   };

@@ -10,6 +10,7 @@ import { decode, DEFAULT_MAX_PAYLOAD, encodeWithin } from '../codec/codec.js';
 import { isEventStored } from '../codec/messages.js';
 import { ClosedError, DecodeError, reportError } from '../errors.js';
 import { Subjects } from '../subjects.js';
+import { outboxOf } from '../nats/outbox.js';
 import type { EventBus, EventStored, EventStoredFilter, EventStoredHandler, Unsubscribe } from './eventbus.js';
 
 export interface NATSEventBusOptions {
@@ -53,7 +54,7 @@ export class NATSEventBus implements EventBus {
     try {
       const limit = this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
       const bytes = encodeWithin(notification, limit, 'EventStored');
-      this.nc.publish(this.subjects.eventStored(notification, notification.shard), bytes);
+      outboxOf(this.nc).publish(this.subjects.eventStored(notification, notification.shard), bytes, undefined, (error) => this.report(error));
     } catch (error) {
       this.report(error);
     }
@@ -85,7 +86,7 @@ export class NATSEventBus implements EventBus {
    * asynchronously, so a notification another node publishes before then can be missed.
    */
   async flush(): Promise<void> {
-    await this.nc.flush();
+    await outboxOf(this.nc).flush();
   }
 
   /** Drains this bus's subscriptions; the connection belongs to the caller and stays open. */

@@ -14,6 +14,7 @@
  */
 import { createInbox, errors as natsErrors, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/nats-core';
 import { ClosedError, TimeoutError, reportError } from '../errors.js';
+import { outboxOf } from './outbox.js';
 
 export interface ReplyMuxOptions {
   /** Names the owner in `ClosedError` (e.g. `NatsTransport`). */
@@ -66,12 +67,10 @@ export class ReplyMux {
     return new Promise<Msg>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadline: Date.now() + Math.max(1, timeoutMs), timeoutMs, what });
       this.sweep();
-      try {
-        this.nc.publish(subject, payload, { reply: `${inbox}.${id}`, headers });
-      } catch (error) {
-        this.pending.delete(id);
-        reject(isClosedConnection(error) ? new ClosedError('the NATS connection') : error);
-      }
+      // Sent with everything else published this turn (see `Outbox`).
+      outboxOf(this.nc).publish(subject, payload, { reply: `${inbox}.${id}`, headers }, (error) => {
+        if (this.pending.delete(id)) reject(isClosedConnection(error) ? new ClosedError('the NATS connection') : error);
+      });
     });
   }
 

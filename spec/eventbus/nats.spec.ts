@@ -173,6 +173,8 @@ describe('NATSEventBus', function () {
       const b = bus(nc, ns, { onError: (error) => errors.push(error) });
       await nc.close();
       expect(() => b.publish(notification(ns))).not.to.throw();
+      // The notice leaves on the next turn (see `Outbox`), and fails then.
+      await new Promise((resolve) => setImmediate(resolve));
       expect(errors).to.have.length(1);
       expect(errors[0].message).to.match(/closed/i);
       await b.close();

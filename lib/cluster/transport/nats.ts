@@ -16,6 +16,7 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/nats-core';
 import { ClosedError, reportError } from '../../errors.js';
 import { ReplyMux, isClosedConnection } from '../../nats/reply-mux.js';
+import { outboxOf } from '../../nats/outbox.js';
 import { Subjects } from '../../subjects.js';
 import { NoRespondersError, type RequestHandler, type Transport } from './transport.js';
 
@@ -97,11 +98,8 @@ export class NatsTransport implements Transport {
       .then(() => handler(msg.data))
       .then(
         (reply) => {
-          try {
-            msg.respond(reply);
-          } catch (error) {
-            this.report(error, `replying as node ${nodeId}`);
-          }
+          // Sent with everything else published this turn (see `Outbox`).
+          if (msg.reply) outboxOf(this.nc).publish(msg.reply, reply, undefined, (error) => this.report(error, `replying as node ${nodeId}`));
         },
         (error: unknown) => this.report(error, `the handler of node ${nodeId} failed, the request stays unanswered`),
       );
@@ -124,5 +122,6 @@ async function stopServing(nc: NatsConnection, subscription: Subscription): Prom
   if (nc.isClosed()) return;
   // Both fail only when the connection closes under them, which ends the subscription too.
   await subscription.drain().catch(() => undefined);
-  await nc.flush().catch(() => undefined);
+  // Replies still queued in the outbox leave first.
+  await outboxOf(nc).flush().catch(() => undefined);
 }
