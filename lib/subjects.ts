@@ -182,6 +182,16 @@ export class Subjects {
   }
 
   /** Key prefix of member records in the cluster bucket. */
+  /** The JetStream stream NATS keeps the cluster bucket in. */
+  get clusterStream(): string {
+    return `KV_${this.clusterBucket}`;
+  }
+
+  /** The subject a cluster bucket key is stored on in `clusterStream` (a key ending in `>`: every key under a prefix). */
+  clusterKeySubject(key: string): string {
+    return `$KV.${this.clusterBucket}.${key}`;
+  }
+
   get memberPrefix(): string {
     return 'members.';
   }

@@ -105,9 +105,13 @@ export async function readStatus(ns: Namespace, failureTimeoutMs: number): Promi
   const now = Date.now();
   const map = await read(kv, ns.subjects.shardMapKey, isShardMapRecord, 'shard map');
   const lease = await read(kv, ns.subjects.leaderKey, isLeaseRecord, 'leader lease');
-  const keys = new Set<string>();
-  // The listing may name a key twice when it is written meanwhile (every heartbeat).
-  for await (const key of await kv.keys(`${ns.subjects.memberPrefix}>`)) keys.add(key);
+  // The member keys, from the bucket's stream in one request. A key listing (`kv.keys`, an
+  // ordered consumer) now and then waited for good for a record that a heartbeat had
+  // replaced meanwhile, and the command never ended.
+  const { subjects } = ns;
+  const info = await ns.jsm.streams.info(subjects.clusterStream, { subjects_filter: subjects.clusterKeySubject(`${subjects.memberPrefix}>`) });
+  const keyOf = subjects.clusterKeySubject('').length;
+  const keys = Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(keyOf));
   const records: MemberRecord[] = [];
   for (const key of keys) {
     const record = await read(kv, key, isMemberRecord, `member record ${key}`);
