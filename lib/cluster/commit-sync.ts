@@ -4,9 +4,9 @@
  *
  * Every commit names its actor's shard (`EventStored.shard`), and the node holds one
  * subscription per shard it owns, changed with the map. A node used to hear every commit
- * of the cluster: with N nodes each commit was delivered and decoded N times, which over
- * NATS took a third of the CPU of a command with four nodes in one process, and grew
- * with every node that joined. Now each commit reaches the node that owns its actor
+ * of the cluster: with N nodes each commit was delivered and decoded N times (over NATS
+ * with four nodes in one process, about 16 µs of decoding a command, against 4.6 µs now),
+ * and that grew with every node that joined. Now each commit reaches the node that owns its actor
  * (whose own commits it skips) and, while a shard moves, its new owner, which is what
  * the sync is for: a previous owner's last commits reach the destination of its shard
  * before the actors do (see `MigrationCoordinator.accept`), and a stale writer's commit
