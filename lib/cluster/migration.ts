@@ -120,7 +120,7 @@ export interface MigrationOptions {
    */
   readonly batchSize?: number;
   /**
-   * Most migrations a source starts per second (Infinity: no limit). Default 400
+   * Most migrations a source starts per second (Infinity: no limit). Default 330
    * (`createNode` passes 200 over NATS, where a migration costs about twice the CPU). A
    * hand-over competes for CPU with the commands the node serves meanwhile; spread out,
    * it takes a bounded share (B9). `concurrency` still hides the round trips.
@@ -249,7 +249,7 @@ export class MigrationCoordinator {
     if (!Number.isSafeInteger(this.batchSize) || this.batchSize < 1 || this.batchSize > MAX_MIGRATION_BATCH) {
       throw new MigrationOptionError('batchSize', options.batchSize, `must be an integer from 1 to ${MAX_MIGRATION_BATCH}`);
     }
-    const maxPerSecond = options.maxPerSecond ?? 400;
+    const maxPerSecond = options.maxPerSecond ?? 330;
     if (typeof maxPerSecond !== 'number' || !(maxPerSecond > 0)) throw new MigrationOptionError('maxPerSecond', options.maxPerSecond, 'must be a number > 0 (Infinity: no limit)');
     this.interval = 1000 / maxPerSecond;
     this.transferTimeoutMs = options.transferTimeoutMs ?? 2_000;

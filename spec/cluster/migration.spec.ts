@@ -151,6 +151,21 @@ describe('live migration (embedded cluster)', function () {
     for (let i = 0; i < 40; i++) expect((await cluster.nodes[1].state('account', `acc-${i}`)).context.balance).to.equal(1);
   });
 
+  it('paces an embedded source at 330 migrations a second by default, 16 to a batch', async () => {
+    const ended: number[] = [];
+    cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: { ...FAST, shards: 2, migration: { onMigration: () => ended.push(performance.now()) } } });
+    await settled(cluster);
+    for (let i = 0; i < 120; i++) await cluster.nodes[0].send('account', `acc-${i}`, { type: 'DEPOSIT', amount: 1 });
+    await cluster.addNode();
+    await settled(cluster);
+    expect(ended.length).to.be.greaterThan(40);
+    // Batches of 16 start 16 / 330 s (48 ms) apart: the last batch ends at least
+    // (n - 16) / 330 s after the first. At the former default of 400 a second the gap
+    // would be a fifth shorter than that bound.
+    expect(ended[ended.length - 1] - ended[0]).to.be.at.least(((ended.length - 16) * 1000) / 330 - 5);
+    for (let i = 0; i < 120; i++) expect((await cluster.nodes[1].state('account', `acc-${i}`)).context.balance).to.equal(1);
+  });
+
   it('refuses migration options it cannot honour with MigrationOptionError', async () => {
     for (const migration of [{ maxPerSecond: 0 }, { maxPerSecond: Number.NaN }, { concurrency: 0 }, { concurrency: 1.5 }, { batchSize: 0 }, { batchSize: 1025 }, { batchSize: 2.5 }]) {
       let error: unknown;
