@@ -112,7 +112,7 @@ export interface ClusterOptions {
         readonly concurrency?: number;
         /** Most actors of one shard a source sends in one request (1 to 1,024). Default 16. */
         readonly batchSize?: number;
-        /** Most migrations a source node starts per second (Infinity: no limit). Default 330 embedded, 200 over NATS. A batch starts together; the next one waits its share. */
+        /** Most migrations a source node starts per second (Infinity: no limit). Default 330 embedded, 150 over NATS. A batch starts together; the next one waits its share. */
         readonly maxPerSecond?: number;
         /** Wait for a destination's answer. Default 2,000 ms. */
         readonly transferTimeoutMs?: number;
@@ -299,7 +299,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         // A migration over NATS costs its nodes about twice the CPU of one in process
         // (B9, unloaded: about 200 µs against 100 µs): a lower pace takes the same share.
         // See ARCHITECTURE.md, "Sources pace their hand-overs", for the measurements.
-        maxPerSecond: migrationOptions.maxPerSecond ?? (options.nats ? 200 : 330),
+        maxPerSecond: migrationOptions.maxPerSecond ?? (options.nats ? 150 : 330),
         inspect: options.inspect,
         journal: new Journal<MigrationRecord>({ store, stream: migrationJournalStream(nodeId), coalesce: true, onError: report('migration journal') }),
         onError: report('migration'),

@@ -121,7 +121,7 @@ export interface MigrationOptions {
   readonly batchSize?: number;
   /**
    * Most migrations a source starts per second (Infinity: no limit). Default 330
-   * (`createNode` passes 200 over NATS, where a migration costs about twice the CPU). A
+   * (`createNode` passes 150 over NATS, where a migration costs about twice the CPU). A
    * hand-over competes for CPU with the commands the node serves meanwhile; spread out,
    * it takes a bounded share (B9). `concurrency` still hides the round trips.
    */
