@@ -28,7 +28,7 @@ import { Membership, type MembershipEvent } from './cluster/membership.js';
 import { LeaderLease } from './cluster/leader-lease.js';
 import { ShardCoordinator, type ShardPlan } from './cluster/coordinator.js';
 import { Router } from './cluster/router.js';
-import { MigrationCoordinator, migrationJournalStream, type ActorMigration, type MigrationRecord } from './cluster/migration.js';
+import { MigrationCoordinator, migrationJournalStream, MIGRATIONS_PER_SECOND, type ActorMigration, type MigrationRecord } from './cluster/migration.js';
 import { Journal, SYSTEM_TYPE_PREFIX } from './cluster/journal.js';
 import { RebalanceSupervisor, type RebalanceView } from './cluster/rebalance-supervisor.js';
 import type { InspectionEvent, Observer } from 'xstate';
@@ -296,10 +296,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
         leader: () => lease?.leader,
         maxPayload,
         ...migrationOptions,
-        // A migration over NATS costs its nodes about twice the CPU of one in process
-        // (B9, unloaded: about 200 µs against 100 µs): a lower pace takes the same share.
-        // See ARCHITECTURE.md, "Sources pace their hand-overs", for the measurements.
-        maxPerSecond: migrationOptions.maxPerSecond ?? (options.nats ? 150 : 330),
+        maxPerSecond: migrationOptions.maxPerSecond ?? MIGRATIONS_PER_SECOND[options.nats ? 'nats' : 'embedded'],
         inspect: options.inspect,
         journal: new Journal<MigrationRecord>({ store, stream: migrationJournalStream(nodeId), coalesce: true, onError: report('migration journal') }),
         onError: report('migration'),

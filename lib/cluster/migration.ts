@@ -56,6 +56,14 @@ import { shardOf } from './placement.js';
 import type { ShardMap } from './shard-map.js';
 import type { Transport } from './transport/transport.js';
 
+/**
+ * Default pace of a source (`MigrationOptions.maxPerSecond`): in process, and over NATS,
+ * where a migration costs its nodes about twice the CPU (B9, unloaded: about 200 µs
+ * against 100 µs), so a lower pace takes about the same share. See ARCHITECTURE.md,
+ * "Sources pace their hand-overs", for the measurements.
+ */
+export const MIGRATIONS_PER_SECOND = { embedded: 330, nats: 150 } as const;
+
 /** What a source's migration journal holds: each migration's input, then its events in order. */
 export type MigrationRecord =
   | { readonly type: 'START'; readonly key: string; readonly input: MigrationInput }
@@ -120,8 +128,8 @@ export interface MigrationOptions {
    */
   readonly batchSize?: number;
   /**
-   * Most migrations a source starts per second (Infinity: no limit). Default 330
-   * (`createNode` passes 150 over NATS, where a migration costs about twice the CPU). A
+   * Most migrations a source starts per second (Infinity: no limit). Default
+   * `MIGRATIONS_PER_SECOND.embedded` (`createNode` passes `.nats` over NATS). A
    * hand-over competes for CPU with the commands the node serves meanwhile; spread out,
    * it takes a bounded share (B9). `concurrency` still hides the round trips.
    */
@@ -249,7 +257,7 @@ export class MigrationCoordinator {
     if (!Number.isSafeInteger(this.batchSize) || this.batchSize < 1 || this.batchSize > MAX_MIGRATION_BATCH) {
       throw new MigrationOptionError('batchSize', options.batchSize, `must be an integer from 1 to ${MAX_MIGRATION_BATCH}`);
     }
-    const maxPerSecond = options.maxPerSecond ?? 330;
+    const maxPerSecond = options.maxPerSecond ?? MIGRATIONS_PER_SECOND.embedded;
     if (typeof maxPerSecond !== 'number' || !(maxPerSecond > 0)) throw new MigrationOptionError('maxPerSecond', options.maxPerSecond, 'must be a number > 0 (Infinity: no limit)');
     this.interval = 1000 / maxPerSecond;
     this.transferTimeoutMs = options.transferTimeoutMs ?? 2_000;

@@ -161,7 +161,7 @@ describe('live migration (embedded cluster)', function () {
     expect(ended.length).to.be.greaterThan(40);
     // Batches of 16 start 16 / 330 s (48 ms) apart: the last batch ends at least
     // (n - 16) / 330 s after the first. At the former default of 400 a second the gap
-    // would be a fifth shorter than that bound.
+    // would be about a sixth shorter than that bound.
     expect(ended[ended.length - 1] - ended[0]).to.be.at.least(((ended.length - 16) * 1000) / 330 - 5);
     for (let i = 0; i < 120; i++) expect((await cluster.nodes[1].state('account', `acc-${i}`)).context.balance).to.equal(1);
   });
