@@ -1,4 +1,5 @@
 import type { AnyMachineSnapshot, EventObject } from 'xstate';
+import { RecentCommands } from './recent-commands.js';
 
 
 /** A command or a state query waiting in an actor's mailbox. */
@@ -55,8 +56,8 @@ export class ResidentActor {
   mailbox: Envelope[] = [];
   /** Waiting for the mailbox to run dry (a migration about to capture this actor). */
   idleWaiters?: (() => void)[];
-  /** Recently applied command id → version it produced; insertion-ordered, bounded. */
-  private recent?: Map<string, number>;
+  /** Recently applied command ids, bounded (see `RecentCommands`). */
+  private recent?: RecentCommands;
 
   constructor(
     readonly type: string,
@@ -64,31 +65,22 @@ export class ResidentActor {
   ) {}
 
   remember(commandId: string, version: number, window: number): void {
-    const recent = (this.recent ??= new Map());
-    recent.set(commandId, version);
-    if (recent.size > window) recent.delete(recent.keys().next().value as string);
+    (this.recent ??= new RecentCommands()).add(commandId, version, window);
   }
 
   appliedVersion(commandId: string): number | undefined {
-    return this.recent?.get(commandId);
+    return this.recent?.versionOf(commandId);
   }
 
   /** Recently applied command ids with their versions, oldest first. */
   recentCommands(): [string, number][] {
-    return this.recent ? [...this.recent] : [];
+    const { ids, versions } = this.recentCommandLists();
+    return ids.map((id, i) => [id, versions[i]]);
   }
 
   /** The same, as a migration carries them: ids and versions in two lists. */
   recentCommandLists(): { ids: string[]; versions: number[] } {
-    const ids: string[] = [];
-    const versions: number[] = [];
-    if (this.recent) {
-      for (const [commandId, version] of this.recent) {
-        ids.push(commandId);
-        versions.push(version);
-      }
-    }
-    return { ids, versions };
+    return this.recent ? this.recent.lists() : { ids: [], versions: [] };
   }
 
   forget(): void {
