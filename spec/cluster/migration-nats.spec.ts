@@ -481,3 +481,44 @@ describe('live migration on a real nats-server', function () {
     }
   });
 });
+
+describe('migration pace over NATS', function () {
+  this.timeout(60_000);
+  let server: NatsServer;
+  const nodes: NatstateNode<Bank>[] = [];
+
+  before(async () => {
+    server = await NatsServer.start();
+  });
+
+  after(async () => {
+    await Promise.all(nodes.splice(0).map((n) => n.close().catch(() => undefined)));
+    await server?.stop();
+  });
+
+  it('paces a source at 150 migrations a second by default, 16 to a batch', async () => {
+    const ended: number[] = [];
+    const start = (nodeId: string) =>
+      createNode({
+        actors,
+        namespace: `pace-${process.pid}`,
+        nodeId,
+        nats: { servers: server.url },
+        cluster: { ...CLUSTER, shards: 2, migration: { onMigration: () => ended.push(performance.now()) } },
+      }).then((node) => (nodes.push(node), node));
+    const first = await start('p1');
+    for (let i = 0; i < 120; i++) await first.send('account', `acc-${i}`, { type: 'DEPOSIT', amount: 1 });
+    const second = await start('p2');
+    await eventually(
+      async () => [first.cluster(), second.cluster()],
+      (views) => views.every((v) => v.epoch === views[0].epoch && v.ownedShards === 1 && v.migrations.running === 0),
+      20_000,
+    );
+    expect(ended.length).to.be.greaterThan(40);
+    // Batches of 16 start 16 / 150 s (107 ms) apart: the last one ends at least
+    // (n - 16) / 150 s after the first. At the former default of 200 a second the gap
+    // would be a quarter shorter than that bound.
+    expect(ended[ended.length - 1] - ended[0]).to.be.at.least(((ended.length - 16) * 1000) / 150 - 5);
+    for (let i = 0; i < 120; i++) expect((await second.state('account', `acc-${i}`)).context.balance).to.equal(1);
+  });
+});
