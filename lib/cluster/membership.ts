@@ -9,6 +9,12 @@
  * started counts every record it finds as fresh, so a peer that crashed shortly before
  * is reported failed `failureTimeoutMs` after this node started, not earlier.
  * A deleted key is a graceful leave and takes effect at once.
+ *
+ * A silence this node could not have heard is not counted: when its own heartbeat timer
+ * runs late by more than `stallMs` (a blocked event loop, a long collection, a paused
+ * VM), every live peer's deadline moves back by the time it lost, before any peer is
+ * judged. Otherwise one stall longer than `failureTimeoutMs` made a node declare every
+ * peer failed at once (and, with all nodes in one process, every node every other).
  */
 import { decode, encode } from '../codec/codec.js';
 import { isMemberRecord, type MemberRecord, type MigrationCounts } from '../codec/cluster-records.js';
@@ -58,6 +64,8 @@ export class Membership {
   private readonly peers = new Map<string, Peer>();
   private readonly listeners = new Set<(event: MembershipEvent) => void>();
   private state: State = 'idle';
+  /** When this node's heartbeat timer last ran (see `tick`). */
+  private tickAt = 0;
   private own: MemberRecord | undefined;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private expiry: ReturnType<typeof setTimeout> | undefined;
@@ -95,7 +103,8 @@ export class Membership {
       this.stop();
       return;
     }
-    this.heartbeat = setInterval(() => void this.beat(), this.heartbeatMs);
+    this.tickAt = Date.now();
+    this.heartbeat = setInterval(() => this.tick(), this.heartbeatMs);
     this.heartbeat.unref();
     this.emit({ type: 'join', member: this.own });
   }
@@ -160,6 +169,27 @@ export class Membership {
     return m
       ? { actors: count(load.actors), shards: count(load.shards), migrations: { running: count(m.running), completed: count(m.completed), failed: count(m.failed) } }
       : { actors: count(load.actors), shards: count(load.shards) };
+  }
+
+  /**
+   * A gap between two runs of the heartbeat timer longer than this is a stall of this
+   * process, not a slow peer: twice the heartbeat, at least a quarter of the failure timeout.
+   */
+  private get stallMs(): number {
+    return Math.max(2 * this.heartbeatMs, this.failureTimeoutMs / 4);
+  }
+
+  /** The heartbeat timer: credits a stall of this process to every live peer, then beats. */
+  private tick(): void {
+    const now = Date.now();
+    const gap = now - this.tickAt;
+    this.tickAt = now;
+    if (gap > this.stallMs) {
+      // Nothing was heard while this process stood still: the lost time counts for no one.
+      const lost = gap - this.heartbeatMs;
+      for (const peer of this.peers.values()) if (peer.live) peer.seenAt = Math.min(now, peer.seenAt + lost);
+    }
+    void this.beat();
   }
 
   private async beat(): Promise<void> {
@@ -238,6 +268,8 @@ export class Membership {
   }
 
   private expire(): void {
+    // The heartbeat timer is overdue too: this process was stalled. Credit that first.
+    if (this.heartbeat !== undefined && Date.now() - this.tickAt > this.stallMs) this.tick();
     const now = Date.now();
     for (const [nodeId, peer] of this.peers) {
       if (peer.live && now >= peer.seenAt + this.failureTimeoutMs) {

@@ -111,6 +111,41 @@ describe('Membership', () => {
     expect(a.membership.liveNodeIds()).to.deep.equal(['a']);
   });
 
+  it('does not count a stall of its own process against its peers, and still fails a dead one after it', async () => {
+    const a = node('a');
+    const b = node('b');
+    const c = node('c');
+    for (const n of [a, b, c]) await n.membership.start();
+    await clock.tickAsync(5 * HEARTBEAT_MS);
+    await c.membership.close(); // c crashes: its record stays, it beats no more
+    // The whole process stands still for four failure timeouts: every timer that fell due
+    // in that time fires once, late, with no I/O in between (a blocked event loop).
+    clock.jump(4 * FAILURE_TIMEOUT_MS);
+    await clock.tickAsync(0);
+    expect(leaves(a.events), 'a after the stall').to.deep.equal([]);
+    expect(leaves(b.events), 'b after the stall').to.deep.equal([]);
+    await clock.tickAsync(FAILURE_TIMEOUT_MS);
+    // b kept beating once the process ran again; c, silent, fails within one timeout of that.
+    expect(leaves(a.events)).to.deep.equal(['c:failed']);
+    expect(leaves(b.events)).to.deep.equal(['c:failed']);
+    expect(a.membership.liveNodeIds()).to.deep.equal(['a', 'b']);
+  });
+
+  it('still fails a silent peer when its own timers only run a little late, again and again', async () => {
+    const a = node('a');
+    const b = node('b');
+    await a.membership.start();
+    await b.membership.start();
+    await clock.tickAsync(2 * HEARTBEAT_MS);
+    await b.membership.close();
+    // Every timer runs 1.5 heartbeats late (under the stall threshold), for two timeouts.
+    for (let i = 0; i < 8; i++) {
+      clock.jump(1.5 * HEARTBEAT_MS);
+      await clock.tickAsync(0);
+    }
+    expect(leaves(a.events)).to.deep.equal(['b:failed']);
+  });
+
   it('sees a graceful leave at once', async () => {
     const a = node('a');
     const b = node('b');
