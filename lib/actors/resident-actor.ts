@@ -65,7 +65,9 @@ export class ResidentActor {
   ) {}
 
   remember(commandId: string, version: number, window: number): void {
-    (this.recent ??= new RecentCommands()).add(commandId, version, window);
+    if (!(window >= 1)) return;
+    if (this.recent) this.recent.add(commandId, version, window);
+    else this.recent = new RecentCommands(commandId, version);
   }
 
   appliedVersion(commandId: string): number | undefined {

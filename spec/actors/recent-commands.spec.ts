@@ -5,6 +5,7 @@
  */
 import { expect } from 'chai';
 import { hashOf, RecentCommands } from '../../lib/actors/recent-commands.js';
+import { ResidentActor } from '../../lib/actors/resident-actor.js';
 
 /** The reference: what the `Map` kept. */
 function reference(entries: [string, number][], window: number): Map<string, number> {
@@ -21,19 +22,20 @@ describe('RecentCommands', () => {
     for (const window of [1, 2, 3, 7, 128]) {
       for (const count of [0, 1, window - 1, window, window + 1, 3 * window + 2]) {
         const entries = Array.from({ length: Math.max(0, count) }, (_, i): [string, number] => [`load-${i % 5}-${i}`, i + 1]);
-        const recent = new RecentCommands();
-        for (const [id, version] of entries) recent.add(id, version, window);
+        const actor = new ResidentActor('account', 'a');
+        for (const [id, version] of entries) actor.remember(id, version, window);
         const expected = reference(entries, window);
-        for (const [id] of entries) expect(recent.versionOf(id), `window ${window}, ${count} ids, ${id}`).to.equal(expected.get(id));
-        expect(recent.versionOf('never-sent')).to.equal(undefined);
-        expect(recent.lists()).to.deep.equal({ ids: [...expected.keys()], versions: [...expected.values()] });
+        for (const [id] of entries) expect(actor.appliedVersion(id), `window ${window}, ${count} ids, ${id}`).to.equal(expected.get(id));
+        expect(actor.appliedVersion('never-sent')).to.equal(undefined);
+        expect(actor.recentCommandLists()).to.deep.equal({ ids: [...expected.keys()], versions: [...expected.values()] });
+        expect(actor.recentCommands()).to.deep.equal([...expected]);
       }
     }
   });
 
   it('keeps the newest ids, oldest first, when the window shrinks', () => {
-    const recent = new RecentCommands();
-    for (let i = 1; i <= 10; i++) recent.add(`c${i}`, i, 8);
+    const recent = new RecentCommands('c1', 1);
+    for (let i = 2; i <= 10; i++) recent.add(`c${i}`, i, 8);
     recent.add('c11', 11, 3);
     expect(recent.lists()).to.deep.equal({ ids: ['c9', 'c10', 'c11'], versions: [9, 10, 11] });
     expect(recent.versionOf('c8')).to.equal(undefined);
@@ -42,10 +44,10 @@ describe('RecentCommands', () => {
 
   it('remembers nothing with a window under one', () => {
     for (const window of [0, -1, Number.NaN]) {
-      const recent = new RecentCommands();
-      recent.add('c1', 1, window);
-      expect(recent.versionOf('c1')).to.equal(undefined);
-      expect(recent.lists()).to.deep.equal({ ids: [], versions: [] });
+      const actor = new ResidentActor('account', 'a');
+      actor.remember('c1', 1, window);
+      expect(actor.appliedVersion('c1')).to.equal(undefined);
+      expect(actor.recentCommandLists()).to.deep.equal({ ids: [], versions: [] });
     }
   });
 
@@ -60,8 +62,7 @@ describe('RecentCommands', () => {
     }
     const [first, second] = pair;
     expect(hashOf(first)).to.equal(hashOf(second));
-    const recent = new RecentCommands();
-    recent.add(first, 4, 128);
+    const recent = new RecentCommands(first, 4);
     expect(recent.versionOf(second)).to.equal(undefined);
     recent.add(second, 5, 128);
     expect([recent.versionOf(first), recent.versionOf(second)]).to.deep.equal([4, 5]);
