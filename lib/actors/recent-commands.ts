@@ -4,13 +4,15 @@
  * kept in one array and reads an id only when its hash matches.
  *
  * Why not a `Map`: with one per actor, tens of thousands of maps in the old generation
- * each took every new id as a key. Under B9's load `Map.set` and `get` grew from 7% to 12%
- * of the loop within seconds as the maps grew (hashing and flattening each new id, growing
- * tables, cache misses across the heap). Here an add writes three array slots and a miss
- * compares every third slot, a small integer. One plain array: typed ones cost more to
- * allocate and grow, thousands at a time, than the lookups saved, and three arrays each
- * grown by `push` to 17 slots made an actor that remembered one id 550 bytes heavier
- * than with the `Map` (B5).
+ * each took every new id as a key. Under B9's load the lookups and inserts (with the
+ * host's loop around them) grew from 10% to 15% of the event loop within seconds as the
+ * maps grew (hashing and flattening each new id, growing tables, cache misses across the
+ * heap); with this ring, 6–7.5% (ARCHITECTURE.md, "Idempotency in two layers").
+ *
+ * Here an add writes three array slots and a miss compares every third slot, a small
+ * integer. One plain array: typed ones cost more to allocate and grow, thousands at a
+ * time, than the lookups saved, and three arrays each grown by `push` to 17 slots made
+ * an actor that remembered one id 550 bytes heavier than with the `Map` (B5).
  *
  * The host adds an id once: it looks the id up before applying a command, and a stream
  * (replayed, or carried by a migration) holds each id once.
