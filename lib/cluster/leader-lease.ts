@@ -14,6 +14,13 @@
  *   clock-rate drift. Two contenders racing on one revision cannot both win it.
  *
  * `term` increases with every take-over (by the highest term this node has seen + 1).
+ *
+ * A stall of the taker's own process does not count toward a take-over: when its lease
+ * timer runs more than `stallMs` (one and a half renewals) late, a blocked event loop, a
+ * long collection or a paused VM, the time lost is added to when it saw the revision, as
+ * nothing could be heard meanwhile. Otherwise every node of a process that stood still
+ * for `leaseMs` (an embedded cluster) would race the holder's next renewal for the lease.
+ * Taking over later is always safe; the holder never credits itself a stall.
  */
 import { decode, encode } from '../codec/codec.js';
 import { isLeaseRecord, type LeaseRecord } from '../codec/cluster-records.js';
@@ -73,6 +80,8 @@ export class LeaderLease {
   /** The write in flight: one at a time. */
   private inflight: Promise<void> | undefined;
   private ticker: ReturnType<typeof setInterval> | undefined;
+  /** Local time the lease timer last ran (see `onTimer`). */
+  private tickAt = 0;
   private expiry: ReturnType<typeof setTimeout> | undefined;
   private stopWatch: (() => void) | undefined;
   private last: LeaseState = { leader: undefined, isLeader: false, term: 0 };
@@ -103,7 +112,8 @@ export class LeaderLease {
       return;
     }
     this.stopWatch = stop;
-    this.ticker = setInterval(() => void this.tick(), this.renewMs);
+    this.tickAt = Date.now();
+    this.ticker = setInterval(() => void this.onTimer(), this.renewMs);
     this.ticker.unref();
     await this.tick();
   }
@@ -175,6 +185,26 @@ export class LeaderLease {
 
   private validUntil(held: Held): number {
     return held.sentAt + this.leaseMs - this.renewMs;
+  }
+
+  /**
+   * A gap between two runs of the lease timer longer than this is a stall of this process,
+   * not a silent holder: one and a half renewals.
+   */
+  private get stallMs(): number {
+    return 1.5 * this.renewMs;
+  }
+
+  /** The lease timer: credits a stall of this process to the observed revision, then ticks. */
+  private onTimer(): Promise<void> {
+    const now = Date.now();
+    const gap = now - this.tickAt;
+    this.tickAt = now;
+    if (gap > this.stallMs && this.observed) {
+      // Nothing was heard while this process stood still: the lost time counts for no one.
+      this.observed = { ...this.observed, seenAt: Math.min(now, this.observed.seenAt + gap - this.renewMs) };
+    }
+    return this.tick();
   }
 
   /** Renews, takes or waits, depending on what was observed. One write in flight at a time. */

@@ -162,6 +162,49 @@ describe('LeaderLease', () => {
     for (const l of all.filter((l) => l !== old)) expect(l.leader).to.equal(next.nodeId);
   });
 
+  it('does not take over after a stall of its own process while the holder lives, and still takes over from a crashed one after it', async () => {
+    const writes = await recordWrites();
+    const [a, b, c] = ['a', 'b', 'c'].map((id) => lease(id));
+    await a.start();
+    // The others start just under a renewal later: their timers fall due just before the
+    // holder's, so after a stall they run first, before its renewal.
+    await clock.tickAsync(RENEW_MS - 10);
+    await b.start();
+    await c.start();
+    // Stopped 15 ms before the holder's next renewal, 5 ms before the others' next tick.
+    await clock.tickAsync(2 * LEASE_MS - 15);
+    expect(leaders()).to.deep.equal([a]);
+    // The whole process stands still for three leases: every timer that fell due fires
+    // once, late, with no I/O in between (a blocked event loop, as in an embedded cluster).
+    clock.jump(3 * LEASE_MS);
+    await clock.tickAsync(0);
+    await clock.tickAsync(LEASE_MS);
+    expect(leaders(), 'after the stall').to.deep.equal([a]);
+    expect(new Set(writes.map((w) => w.record?.term)), 'terms written').to.deep.equal(new Set([1]));
+    // The holder crashes after the stall: another takes over within a lease and a renewal.
+    await a.close();
+    const lastRenewal = writes[writes.length - 1].at;
+    await clock.tickAsync(LEASE_MS + RENEW_MS);
+    expect(leaders()).to.have.length(1);
+    expect(leaders()[0]).to.not.equal(a);
+    expect(writes[writes.length - 1].at - lastRenewal).to.be.at.least(LEASE_MS).and.at.most(LEASE_MS + RENEW_MS);
+  });
+
+  it('still takes over from a silent holder when its own timers only run a little late, again and again', async () => {
+    const [a, b] = ['a', 'b'].map((id) => lease(id));
+    await a.start();
+    await b.start();
+    await clock.tickAsync(2 * RENEW_MS);
+    expect(leaders()).to.deep.equal([a]);
+    await a.close();
+    // Every timer runs 1.4 renewals late (under the stall threshold), for two leases.
+    for (let i = 0; i < Math.ceil((2 * LEASE_MS) / (1.4 * RENEW_MS)); i++) {
+      clock.jump(1.4 * RENEW_MS);
+      await clock.tickAsync(0);
+    }
+    expect(leaders()).to.deep.equal([b]);
+  });
+
   it('the holder stops believing it leads renewMs before anyone may take over when its renewals fail', async () => {
     const errors: Error[] = [];
     const kvA = new MemoryKV(bucket);
