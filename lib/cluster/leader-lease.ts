@@ -16,13 +16,14 @@
  * `term` increases with every take-over (by the highest term this node has seen + 1).
  *
  * A stall of the taker's own process does not count toward a take-over: when its lease
- * timer runs more than `stallMs` (one and a half renewals) late, a blocked event loop, a
+ * timer runs more than one and a half renewals late (`StallWatch`), a blocked event loop, a
  * long collection or a paused VM, the time lost is added to when it saw the revision, as
  * nothing could be heard meanwhile. Otherwise every node of a process that stood still
  * for `leaseMs` (an embedded cluster) would race the holder's next renewal for the lease.
  * Taking over later is always safe; the holder never credits itself a stall.
  */
 import { decode, encode } from '../codec/codec.js';
+import { StallWatch } from './stall-watch.js';
 import { isLeaseRecord, type LeaseRecord } from '../codec/cluster-records.js';
 import type { Subjects } from '../subjects.js';
 import { RevisionConflictError, type ClusterKV, type KvChange } from './kv/kv.js';
@@ -80,8 +81,8 @@ export class LeaderLease {
   /** The write in flight: one at a time. */
   private inflight: Promise<void> | undefined;
   private ticker: ReturnType<typeof setInterval> | undefined;
-  /** Local time the lease timer last ran (see `onTimer`). */
-  private tickAt = 0;
+  /** Time this process lost to a stall between two runs of the lease timer (see `onTimer`). */
+  private readonly stall: StallWatch;
   private expiry: ReturnType<typeof setTimeout> | undefined;
   private stopWatch: (() => void) | undefined;
   private last: LeaseState = { leader: undefined, isLeader: false, term: 0 };
@@ -94,6 +95,8 @@ export class LeaderLease {
       throw new RangeError(`lease of ${this.leaseMs} ms with renewals every ${this.renewMs} ms: need 0 < renewMs < leaseMs`);
     }
     this.key = options.subjects.leaderKey;
+    // A stall: the lease timer more than one and a half renewals late.
+    this.stall = new StallWatch(this.renewMs, 1.5 * this.renewMs);
   }
 
   /** Starts watching the lease and contending for it. */
@@ -112,7 +115,7 @@ export class LeaderLease {
       return;
     }
     this.stopWatch = stop;
-    this.tickAt = Date.now();
+    this.stall.start();
     this.ticker = setInterval(() => void this.onTimer(), this.renewMs);
     this.ticker.unref();
     await this.tick();
@@ -187,23 +190,12 @@ export class LeaderLease {
     return held.sentAt + this.leaseMs - this.renewMs;
   }
 
-  /**
-   * A gap between two runs of the lease timer longer than this is a stall of this process,
-   * not a silent holder: one and a half renewals.
-   */
-  private get stallMs(): number {
-    return 1.5 * this.renewMs;
-  }
-
   /** The lease timer: credits a stall of this process to the observed revision, then ticks. */
   private onTimer(): Promise<void> {
     const now = Date.now();
-    const gap = now - this.tickAt;
-    this.tickAt = now;
-    if (gap > this.stallMs && this.observed) {
-      // Nothing was heard while this process stood still: the lost time counts for no one.
-      this.observed = { ...this.observed, seenAt: Math.min(now, this.observed.seenAt + gap - this.renewMs) };
-    }
+    const lost = this.stall.lost(now);
+    // Nothing was heard while this process stood still: the lost time counts for no one.
+    if (lost > 0 && this.observed) this.observed = { ...this.observed, seenAt: Math.min(now, this.observed.seenAt + lost) };
     return this.tick();
   }
 

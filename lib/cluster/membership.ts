@@ -11,12 +11,13 @@
  * A deleted key is a graceful leave and takes effect at once.
  *
  * A silence this node could not have heard is not counted: when its own heartbeat timer
- * runs late by more than `stallMs` (a blocked event loop, a long collection, a paused
+ * runs late by more than a stall threshold (`StallWatch`: a blocked event loop, a long collection, a paused
  * VM), every live peer's deadline moves back by the time it lost, before any peer is
  * judged. Otherwise one stall longer than `failureTimeoutMs` made a node declare every
  * peer failed at once (and, with all nodes in one process, every node every other).
  */
 import { decode, encode } from '../codec/codec.js';
+import { StallWatch } from './stall-watch.js';
 import { isMemberRecord, type MemberRecord, type MigrationCounts } from '../codec/cluster-records.js';
 import { DecodeError } from '../errors.js';
 import type { Subjects } from '../subjects.js';
@@ -64,8 +65,8 @@ export class Membership {
   private readonly peers = new Map<string, Peer>();
   private readonly listeners = new Set<(event: MembershipEvent) => void>();
   private state: State = 'idle';
-  /** When this node's heartbeat timer last ran (see `tick`). */
-  private tickAt = 0;
+  /** Time this process lost to a stall between two heartbeats (see `tick`). */
+  private readonly stall: StallWatch;
   private own: MemberRecord | undefined;
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private expiry: ReturnType<typeof setTimeout> | undefined;
@@ -77,6 +78,8 @@ export class Membership {
     this.nodeId = options.nodeId;
     this.heartbeatMs = options.heartbeatMs ?? 1_000;
     this.failureTimeoutMs = options.failureTimeoutMs ?? 5_000;
+    // A stall: a heartbeat more than twice the period late, at least a quarter of the failure timeout.
+    this.stall = new StallWatch(this.heartbeatMs, Math.max(2 * this.heartbeatMs, this.failureTimeoutMs / 4));
   }
 
   /**
@@ -103,7 +106,7 @@ export class Membership {
       this.stop();
       return;
     }
-    this.tickAt = Date.now();
+    this.stall.start();
     this.heartbeat = setInterval(() => this.tick(), this.heartbeatMs);
     this.heartbeat.unref();
     this.emit({ type: 'join', member: this.own });
@@ -171,24 +174,12 @@ export class Membership {
       : { actors: count(load.actors), shards: count(load.shards) };
   }
 
-  /**
-   * A gap between two runs of the heartbeat timer longer than this is a stall of this
-   * process, not a slow peer: twice the heartbeat, at least a quarter of the failure timeout.
-   */
-  private get stallMs(): number {
-    return Math.max(2 * this.heartbeatMs, this.failureTimeoutMs / 4);
-  }
-
   /** The heartbeat timer: credits a stall of this process to every live peer, then beats. */
   private tick(): void {
     const now = Date.now();
-    const gap = now - this.tickAt;
-    this.tickAt = now;
-    if (gap > this.stallMs) {
-      // Nothing was heard while this process stood still: the lost time counts for no one.
-      const lost = gap - this.heartbeatMs;
-      for (const peer of this.peers.values()) if (peer.live) peer.seenAt = Math.min(now, peer.seenAt + lost);
-    }
+    const lost = this.stall.lost(now);
+    // Nothing was heard while this process stood still: the lost time counts for no one.
+    if (lost > 0) for (const peer of this.peers.values()) if (peer.live) peer.seenAt = Math.min(now, peer.seenAt + lost);
     void this.beat();
   }
 
@@ -269,7 +260,7 @@ export class Membership {
 
   private expire(): void {
     // The heartbeat timer is overdue too: this process was stalled. Credit that first.
-    if (this.heartbeat !== undefined && Date.now() - this.tickAt > this.stallMs) this.tick();
+    if (this.heartbeat !== undefined && this.stall.overdue()) this.tick();
     const now = Date.now();
     for (const [nodeId, peer] of this.peers) {
       if (peer.live && now >= peer.seenAt + this.failureTimeoutMs) {
