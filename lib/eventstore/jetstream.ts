@@ -23,7 +23,7 @@ import type { KV } from '@nats-io/kv';
 import { MsgHdrsImpl, headers, type Msg, type NatsConnection } from '@nats-io/nats-core';
 import { v4 as uuid } from 'uuid';
 import type { AnyEventObject } from 'xstate';
-import { DEFAULT_MAX_PAYLOAD, decode, encodeWithin } from '../codec/codec.js';
+import { DEFAULT_MAX_PAYLOAD, decode, encodeWithin, utf8 } from '../codec/codec.js';
 import { isCommitRecord, isSnapshotRecord, type CommitRecord, type SnapshotRecord } from '../codec/messages.js';
 import { isJetStreamNotEnabled, resolveJetStreamOptions } from '../nats/jetstream-options.js';
 import {
@@ -82,7 +82,6 @@ const READ_BATCH = 1024;
 /** The ack says the server stored nothing because another commit came first. */
 const WRONG_LAST_SEQUENCE = Symbol('wrong last sequence');
 const UTF8 = new TextDecoder();
-const UTF8_ENCODER = new TextEncoder();
 
 type PublishOutcome = { readonly ack: Pick<PubAck, 'seq' | 'duplicate'>; readonly retried: boolean } | typeof WRONG_LAST_SEQUENCE;
 
@@ -379,7 +378,7 @@ export class JetStreamEventStore implements EventStore {
    */
   private async getMessage(key: string, query: { seq: number } | { last_by_subj: string }): Promise<StoredMessage | null> {
     try {
-      return parseStoredMessage(await this.mux.request(this.subjects.eventStreamMessageGet, UTF8_ENCODER.encode(JSON.stringify(query)), this.timeoutMs, `looking up ${key}`));
+      return parseStoredMessage(await this.mux.request(this.subjects.eventStreamMessageGet, utf8(JSON.stringify(query)), this.timeoutMs, `looking up ${key}`));
     } catch (err) {
       // Whatever failed (a timeout, a closed connection, an error from JetStream), the lookup did.
       throw new EventStoreError(key, `looking up the stream: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
