@@ -1,7 +1,9 @@
 /**
  * The `Transport` port: request/reply between the nodes of one namespace. The router
  * sends encoded commands to the node that owns an actor and waits for the encoded
- * reply. Adapters: `MemoryTransport` (embedded) and `NatsTransport` (core NATS request).
+ * reply; in process, where an adapter offers `requestMessage`, it hands the request
+ * object over instead. Adapters: `MemoryTransport` (embedded) and `NatsTransport`
+ * (core NATS request).
  *
  * Payloads are read-only once sent: the sender of a request (or a handler, of its reply)
  * never modifies the buffer afterwards (it may send it again), and the receiver only
