@@ -240,7 +240,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
     store = network.store(namespace);
     bus = new LocalEventBus(namespace, network.hub, { onError: report('event bus') });
     kv = new MemoryKV(network.kvBucket(namespace));
-    transport = new MemoryTransport(network.transportHub(namespace), { messages: true });
+    transport = new MemoryTransport(network.transportHub(namespace));
   }
 
   /** The shard count of the map this node follows (the configured one until it has a map). */
@@ -338,7 +338,7 @@ export async function createNode<const A extends ActorTypes>(options: NodeOption
       },
     },
   });
-  const stopServing = await transport.serve(nodeId, router.handleRequest, router.handleMessage);
+  const stopServing = await transport.serve(nodeId, router.handleRequest);
   const ownedShards = () => shardMap.current?.owners.reduce((n, owner) => (owner === nodeId ? n + 1 : n), 0) ?? 0;
   const migrationCounts = () => migrations?.counts() ?? { running: 0, completed: 0, failed: 0 };
   // When shards move: migrate resident actors to their new owners (or, with migration

@@ -182,7 +182,9 @@ export class Router {
       }
       let reply: RouteReply;
       try {
-        reply = await this.exchange(owner, { ...request, epoch: map.epoch }, Math.min(this.requestTimeoutMs, remaining));
+        const bytes = encodeWithin({ ...request, epoch: map.epoch }, this.maxPayload, `command for ${type}/${id}`);
+        const answer = await this.options.transport.request(owner, bytes, Math.min(this.requestTimeoutMs, remaining));
+        reply = decode(answer, isRouteReply, `reply from node ${owner}`);
       } catch (error) {
         if (error instanceof NoRespondersError) {
           // The owner is gone: wait for the leader to reassign its shards.
@@ -246,33 +248,14 @@ export class Router {
       return wantState ? withState(reply) : reply;
     }
     try {
-      const reply = await this.exchange(previous, { ...request, epoch, handoff: true }, Math.min(this.requestTimeoutMs, remaining));
+      const bytes = encodeWithin({ ...request, epoch, handoff: true }, this.maxPayload, `command for ${type}/${id}`);
+      const reply = decode(await this.options.transport.request(previous, bytes, Math.min(this.requestTimeoutMs, remaining)), isRouteReply, `reply from node ${previous}`);
       if (reply.kind === 'ok') return routed(reply);
       if (reply.kind === 'error') throw rebuildError(reply, previous);
     } catch (error) {
       if (!(error instanceof NoRespondersError || error instanceof TimeoutError)) throw error;
     }
     return undefined;
-  }
-
-  /**
-   * Sends `request` to `nodeId` and resolves with its reply, checked like decoded bytes.
-   * In process (a transport with `requestMessage`, to a node that serves messages) the
-   * request object itself is handed over and the reply object comes back: no encoding,
-   * and so no `maxPayload` either, as for a command served on this node. Otherwise it
-   * travels encoded, and one over `maxPayload` is refused before anything is sent.
-   */
-  private async exchange(nodeId: string, request: RouteRequest, timeoutMs: number): Promise<RouteReply> {
-    const { transport } = this.options;
-    if (transport.requestMessage) {
-      const reply = await transport.requestMessage(nodeId, request, timeoutMs);
-      if (reply !== undefined) {
-        if (!isRouteReply(reply)) throw new DecodeError(`reply from node ${nodeId}`, 'unexpected shape');
-        return reply;
-      }
-    }
-    const bytes = encodeWithin(request, this.maxPayload, `command for ${request.type}/${request.id}`);
-    return decode(await transport.request(nodeId, bytes, timeoutMs), isRouteReply, `reply from node ${nodeId}`);
   }
 
   private async awaitNewerMap(epoch: number, timeoutMs: number): Promise<void> {
@@ -294,19 +277,6 @@ export class Router {
       return encodeWithin(reply, this.maxPayload, 'routed reply');
     } catch (error) {
       return encodeWithin(errorReply(error), this.maxPayload, 'routed reply');
-    }
-  };
-
-  /**
-   * The same for a request handed over as an object (`Transport.requestMessage`):
-   * checked as decoded bytes are, answered with the reply object.
-   */
-  readonly handleMessage = async (message: object): Promise<object> => {
-    try {
-      if (!isNodeRequest(message)) throw new DecodeError('node request', 'unexpected shape');
-      return await this.handle(message);
-    } catch (error) {
-      return errorReply(error);
     }
   };
 

@@ -87,46 +87,6 @@ describe('Router (sendMessage)', () => {
     expect(a.host.isResident('account', 'acc')).to.equal(false);
   });
 
-  /** `a` sends over a transport that offers messages; `b` owns everything and serves them or bytes only. */
-  async function inProcess(bServesMessages: boolean) {
-    const hub = new MemoryTransportHub();
-    const map = new FakeShardMap(everything('b'));
-    const transport = new MemoryTransport(hub, { messages: true });
-    const bytes = sinon.spy(transport, 'request');
-    const a = node('a', map, transport);
-    const b = node('b', map, new MemoryTransport(hub));
-    await new MemoryTransport(hub).serve('b', b.router.handleRequest, bServesMessages ? b.router.handleMessage : undefined);
-    return { a, b, bytes };
-  }
-
-  it('in process, hands the command over as an object: same replies and typed errors, no bytes', async () => {
-    const { a, b, bytes } = await inProcess(true);
-    const dispatch = sinon.spy(b.host, 'dispatch');
-    const event = { type: 'DEPOSIT', amount: 5 };
-    const reply = await a.router.sendMessage('account', 'acc', event, 'c1', true);
-    expect(reply).to.deep.include({ accepted: true, version: 1, commandId: 'c1', duplicate: false });
-    expect(reply.state).to.deep.equal({ value: 'open', context: { id: 'acc', balance: 5, deposits: 1 }, status: 'active' });
-    // The owner got the sender's event object itself, and nothing was encoded.
-    expect(dispatch.firstCall.args[2]).to.equal(event);
-    expect(bytes.callCount).to.equal(0);
-    // An owner's typed error comes back typed.
-    dispatch.restore();
-    sinon.stub(b.host, 'dispatch').rejects(new ConcurrencyError('account/acc', 1, 2));
-    await expectError(a.router.sendMessage('account', 'acc', { type: 'DEPOSIT', amount: 1 }, 'c2', false), ConcurrencyError);
-    expect(bytes.callCount).to.equal(0);
-  });
-
-  it('in process, falls back to bytes for a node that serves bytes only, and answers a malformed message with DecodeError', async () => {
-    const { a, b, bytes } = await inProcess(false);
-    const reply = await a.router.sendMessage('account', 'acc', { type: 'DEPOSIT', amount: 2 }, 'c1', false);
-    expect(reply).to.deep.include({ accepted: true, version: 1 });
-    expect(bytes.callCount).to.equal(1);
-    for (const malformed of [{}, { kind: 'route' }, { type: 'account', id: 7, commandId: 'x', epoch: 1, wantState: false }]) {
-      expect(await b.router.handleMessage(malformed)).to.deep.include({ kind: 'error', code: 'DECODE' });
-    }
-    expect(b.host.residentCount).to.equal(1);
-  });
-
   it('rejects bad input locally before anything is sent', async () => {
     const transport = new MemoryTransport();
     const request = sinon.spy(transport, 'request');

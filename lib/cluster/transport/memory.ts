@@ -1,25 +1,14 @@
 import { ClosedError, TimeoutError } from '../../errors.js';
-import { NoRespondersError, type MessageHandler, type RequestHandler, type Transport } from './transport.js';
-
-interface Served {
-  readonly bytes: RequestHandler;
-  readonly messages?: MessageHandler;
-}
+import { NoRespondersError, type RequestHandler, type Transport } from './transport.js';
 
 /** The in-process "wire" shared by the `MemoryTransport`s of one embedded network and namespace. */
 export class MemoryTransportHub {
-  readonly handlers = new Map<string, Served>();
+  readonly handlers = new Map<string, RequestHandler>();
 }
 
 export interface MemoryTransportOptions {
   /** Receives what a handler threw or rejected with. Default: `process.emitWarning`. */
   readonly onError?: (error: Error) => void;
-  /**
-   * Offer `requestMessage`: requests handed over as objects to nodes that serve them, no
-   * encoding at all (embedded nodes do; see ARCHITECTURE.md, "Routed commands in
-   * process"). Default false: bytes only, as on a wire.
-   */
-  readonly messages?: boolean;
 }
 
 /**
@@ -30,22 +19,26 @@ export interface MemoryTransportOptions {
  */
 export class MemoryTransport implements Transport {
   /** The handlers this transport registered on the hub, by node id. */
-  private readonly served = new Map<string, Served>();
+  private readonly served = new Map<string, RequestHandler>();
   private readonly onError: (error: Error) => void;
   private closed = false;
-  readonly requestMessage?: (nodeId: string, message: object, timeoutMs: number) => Promise<object | undefined>;
 
   constructor(
     private readonly hub: MemoryTransportHub = new MemoryTransportHub(),
     options: MemoryTransportOptions = {},
   ) {
     this.onError = options.onError ?? ((error) => process.emitWarning(error.message));
-    if (options.messages) this.requestMessage = (nodeId, message, timeoutMs) => this.handOver(nodeId, message, timeoutMs);
   }
 
-  async serve(nodeId: string, handler: RequestHandler, messages?: MessageHandler): Promise<() => Promise<void>> {
+  async serve(nodeId: string, handler: RequestHandler): Promise<() => Promise<void>> {
     if (this.closed) throw new ClosedError('MemoryTransport');
-    const serving: Served = { bytes: this.guard(nodeId, handler), messages: messages && this.guard(nodeId, messages) };
+    const serving: RequestHandler = (payload) =>
+      Promise.resolve()
+        .then(() => handler(payload))
+        .catch((error: unknown) => {
+          this.report(error, nodeId);
+          return new Promise<never>(() => undefined);
+        });
     this.hub.handlers.set(nodeId, serving);
     this.served.set(nodeId, serving);
     return async () => this.unserve(nodeId, serving);
@@ -53,50 +46,26 @@ export class MemoryTransport implements Transport {
 
   request(nodeId: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(new ClosedError('MemoryTransport'));
-    const served = this.hub.handlers.get(nodeId);
-    if (!served) return Promise.reject(new NoRespondersError(nodeId));
-    return this.await(served.bytes(payload), nodeId, timeoutMs);
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    for (const [nodeId, served] of [...this.served]) this.unserve(nodeId, served);
-  }
-
-  private handOver(nodeId: string, message: object, timeoutMs: number): Promise<object | undefined> {
-    if (this.closed) return Promise.reject(new ClosedError('MemoryTransport'));
-    const served = this.hub.handlers.get(nodeId);
-    if (!served) return Promise.reject(new NoRespondersError(nodeId));
-    if (!served.messages) return Promise.resolve(undefined);
-    return this.await(served.messages(message), nodeId, timeoutMs);
-  }
-
-  /** The handler's reply, or `TimeoutError` after `timeoutMs` (a failed handler never answers). */
-  private await<T>(reply: Promise<T>, nodeId: string, timeoutMs: number): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+    const handler = this.hub.handlers.get(nodeId);
+    if (!handler) return Promise.reject(new NoRespondersError(nodeId));
+    return new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => reject(new TimeoutError(`request to node ${nodeId}`, timeoutMs)), timeoutMs);
-      void reply.then((value) => {
+      void handler(payload).then((reply) => {
         clearTimeout(timer);
-        resolve(value);
+        resolve(reply);
       });
     });
   }
 
-  /** Runs `handler` a turn later; what it throws is reported and its request stays unanswered. */
-  private guard<P, R>(nodeId: string, handler: (payload: P) => Promise<R>): (payload: P) => Promise<R> {
-    return (payload) =>
-      Promise.resolve()
-        .then(() => handler(payload))
-        .catch((error: unknown) => {
-          this.report(error, nodeId);
-          return new Promise<never>(() => undefined);
-        });
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const [nodeId, handler] of [...this.served]) this.unserve(nodeId, handler);
   }
 
   /** Removes the handler only if it is still this transport's: another may serve the node by now. */
-  private unserve(nodeId: string, served: Served): void {
-    if (this.hub.handlers.get(nodeId) === served) this.hub.handlers.delete(nodeId);
-    if (this.served.get(nodeId) === served) this.served.delete(nodeId);
+  private unserve(nodeId: string, handler: RequestHandler): void {
+    if (this.hub.handlers.get(nodeId) === handler) this.hub.handlers.delete(nodeId);
+    if (this.served.get(nodeId) === handler) this.served.delete(nodeId);
   }
 
   private report(error: unknown, nodeId: string): void {
