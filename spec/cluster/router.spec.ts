@@ -74,17 +74,35 @@ describe('Router (sendMessage)', () => {
     expect(request.callCount).to.equal(0);
   });
 
-  it('routes to the remote owner and brings its reply back', async () => {
+  /** `a` routes over the transport to `b`, which owns every shard. */
+  async function remoteOwner() {
     const hub = new MemoryTransportHub();
     const map = new FakeShardMap(everything('b'));
     const a = node('a', map, new MemoryTransport(hub));
     const b = node('b', map, new MemoryTransport(hub));
     await new MemoryTransport(hub).serve('b', b.router.handleRequest);
+    return { a, b };
+  }
+
+  it('routes to the remote owner and brings its reply back', async () => {
+    const { a, b } = await remoteOwner();
     const reply = await a.router.sendMessage('account', 'acc', { type: 'DEPOSIT', amount: 5 }, 'c1', true);
     expect(reply).to.deep.include({ accepted: true, version: 1, commandId: 'c1' });
     expect(reply.state).to.deep.equal({ value: 'open', context: { id: 'acc', balance: 5, deposits: 1 }, status: 'active' });
     expect(b.host.isResident('account', 'acc')).to.equal(true);
     expect(a.host.isResident('account', 'acc')).to.equal(false);
+  });
+
+  it('gives the owner its own context object and another node a copy whose change leaves the actor alone', async () => {
+    const { a, b } = await remoteOwner();
+    const remote = await a.router.sendMessage('account', 'acc', { type: 'DEPOSIT', amount: 5 }, 'c1', true);
+    const local = await b.router.sendMessage('account', 'acc', undefined, undefined, true);
+    const own = await b.router.sendMessage('account', 'acc', undefined, undefined, true);
+    // Between the owner's own replies, the same (never changed) context object.
+    expect(own.state?.context).to.equal(local.state?.context);
+    expect(remote.state?.context).to.not.equal(local.state?.context);
+    (remote.state!.context as { balance: number }).balance = 1_000;
+    expect((await b.router.sendMessage('account', 'acc', undefined, undefined, true)).state?.context).to.deep.include({ balance: 5 });
   });
 
   it('rejects bad input locally before anything is sent', async () => {
