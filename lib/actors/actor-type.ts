@@ -112,8 +112,8 @@ export class ActorType {
    * copied (a migration persists every actor it moves).
    */
   persist(snapshot: AnyMachineSnapshot): unknown {
-    const { status, value, context, children, historyValue, output, error } = snapshot as AnyMachineSnapshot & { historyValue?: unknown };
-    if (status === 'active' && output === undefined && error === undefined && isEmpty(children) && isEmpty(historyValue) && !holds(context, isActorRef)) {
+    if (isPlain(snapshot as unknown as Record<string, unknown>, isActorRef)) {
+      const { status, value, context } = snapshot;
       return { status, value, historyValue: {}, context, children: {} };
     }
     const persisted = this.machine.getPersistedSnapshot(snapshot) as Record<string, unknown>;
@@ -165,13 +165,31 @@ function holds(value: unknown, test: (value: object) => boolean, depth = 0): boo
   return false;
 }
 
+/**
+ * A snapshot, or its persisted form, that XState would persist or restore field by field
+ * with nothing to copy or revive: active, no output or error, no history, no children,
+ * and no object in its context that `isRef` takes for an actor reference.
+ */
+function isPlain(snapshot: Record<string, unknown>, isRef: (value: object) => boolean): boolean {
+  const { status, context, children, historyValue, output, error } = snapshot;
+  return (
+    status === 'active' &&
+    output === undefined &&
+    error === undefined &&
+    isEmpty(historyValue) &&
+    children !== null &&
+    typeof children === 'object' &&
+    isEmpty(children) &&
+    context !== null &&
+    typeof context === 'object' &&
+    !holds(context, isRef)
+  );
+}
+
 /** The key a persisted snapshot's restored form is kept under, or undefined when it cannot be shared (see `ActorType.restore`). */
 function restoredKey(persisted: unknown): string | undefined {
-  if (persisted === null || typeof persisted !== 'object') return undefined;
-  const { status, value, context, children, historyValue, output, error } = persisted as Record<string, unknown>;
-  if (status !== 'active' || output !== undefined || error !== undefined || !isEmpty(historyValue)) return undefined;
-  if (children === null || typeof children !== 'object' || !isEmpty(children)) return undefined;
-  if (context === null || typeof context !== 'object' || holds(context, isPersistedActorRef)) return undefined;
+  if (persisted === null || typeof persisted !== 'object' || !isPlain(persisted as Record<string, unknown>, isPersistedActorRef)) return undefined;
+  const { value } = persisted as { value: unknown };
   if (typeof value === 'string') return `s${value}`;
   return value !== null && typeof value === 'object' ? `o${JSON.stringify(value)}` : undefined;
 }
