@@ -182,9 +182,7 @@ export class Router {
       }
       let reply: RouteReply;
       try {
-        const bytes = encodeWithin({ ...request, epoch: map.epoch }, this.maxPayload, `command for ${type}/${id}`);
-        const answer = await this.options.transport.request(owner, bytes, Math.min(this.requestTimeoutMs, remaining));
-        reply = decode(answer, isRouteReply, `reply from node ${owner}`);
+        reply = await this.exchange(owner, { ...request, epoch: map.epoch }, Math.min(this.requestTimeoutMs, remaining));
       } catch (error) {
         if (error instanceof NoRespondersError) {
           // The owner is gone: wait for the leader to reassign its shards.
@@ -248,14 +246,22 @@ export class Router {
       return wantState ? withState(reply) : reply;
     }
     try {
-      const bytes = encodeWithin({ ...request, epoch, handoff: true }, this.maxPayload, `command for ${type}/${id}`);
-      const reply = decode(await this.options.transport.request(previous, bytes, Math.min(this.requestTimeoutMs, remaining)), isRouteReply, `reply from node ${previous}`);
+      const reply = await this.exchange(previous, { ...request, epoch, handoff: true }, Math.min(this.requestTimeoutMs, remaining));
       if (reply.kind === 'ok') return routed(reply);
       if (reply.kind === 'error') throw rebuildError(reply, previous);
     } catch (error) {
       if (!(error instanceof NoRespondersError || error instanceof TimeoutError)) throw error;
     }
     return undefined;
+  }
+
+  /**
+   * Sends `request` to `nodeId`, encoded (one over `maxPayload` is refused before anything
+   * is sent), and resolves with its reply, decoded and checked.
+   */
+  private async exchange(nodeId: string, request: RouteRequest, timeoutMs: number): Promise<RouteReply> {
+    const bytes = encodeWithin(request, this.maxPayload, `command for ${request.type}/${request.id}`);
+    return decode(await this.options.transport.request(nodeId, bytes, timeoutMs), isRouteReply, `reply from node ${nodeId}`);
   }
 
   private async awaitNewerMap(epoch: number, timeoutMs: number): Promise<void> {
