@@ -17,9 +17,9 @@
  * Control: the same protocol on three fresh embedded clusters with no fourth node, the
  * "during" window lasting as long as the median plan. Its ratios show how far this
  * measurement moves with no rebalance at all (reported, not part of the target). Over
- * NATS the same, on two fresh clusters: there the steady rate of one run can fall by a
- * fifth between two adjacent windows with no node joining (ARCHITECTURE.md, "A twelfth
- * look").
+ * NATS the same, on two fresh clusters: there the steady rate of one run fell by a
+ * sixth from one 2 s window to the next, and by more than a quarter over two, with no
+ * node joining (ARCHITECTURE.md, "A twelfth look").
  */
 import { connect, type NodeConnectionOptions } from '@nats-io/transport-node';
 import { createMemoryCluster, createNode, JetStreamEventStore, type NatstateNode, type EventStore, type RecordedEvent } from '../lib/index.js';
