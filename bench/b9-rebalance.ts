@@ -2,8 +2,9 @@
  * B9: rebalance of 10,000 resident actors (10 events each) from 3 to 4 nodes, under a
  * steady load of deposits from clients of the first three. Measured: time from the 4th
  * node's start until the plan is done (one map on every node, no migration running),
- * and throughput during the rebalance vs before it. Targets: <= 3 s embedded, <= 10 s over NATS; throughput during
- * >= 0.8 of before; 0 lost, 0 duplicated (checked against every actor's state and history).
+ * and throughput during the rebalance vs before it. Targets: <= 3 s embedded, <= 10 s
+ * over NATS; throughput during >= 0.8 of before; 0 lost, 0 duplicated (checked against
+ * every actor's state and history).
  *
  * The throughput ratio of one run varies by ±0.1 to ±0.2 on this 2-core machine: the
  * same steady load runs at one rate or at about 1.6 times it for seconds at a time, and a
@@ -137,23 +138,22 @@ async function run(rig: Rig, targetSeconds: number, controlMs?: number) {
   }
 
   // Steady load: IN_FLIGHT commands at all times, from the nodes there before the join,
-  // to random actors. The clients stay on the node they started on: the fourth node shares this
-  // process's one thread, so clients moved to it at the join add no capacity, only hops
-  // (over NATS, transport requests per command 0.667 before a plan, 0.752 during it with
-  // a quarter of the clients moved to the new node, 0.717 with them staying; see
-  // ARCHITECTURE.md, "A thirteenth look"). Before and during then measure the same clients.
+  // to random actors. Each client stays on the node it started on: the fourth node shares
+  // this process's one thread, so clients moved to it at the join would add no capacity,
+  // only hops (ARCHITECTURE.md, "A thirteenth look"). Before and during then measure the
+  // same clients.
   const senders = [...rig.nodes];
   let stop = false;
   let done = 0;
   let errors = 0;
   let seq = 0;
   const worker = async (w: number) => {
-    for (let n = 1; !stop; n++) {
+    const node = senders[w % senders.length];
+    while (!stop) {
       // Embedded sends settle in microtasks: yield so that timers (heartbeats,
       // planning, migrations, this benchmark's own clock) get their turn after every command.
       await new Promise((r) => setImmediate(r));
       const i = (seq++ * 7919) % ACTORS;
-      const node = senders[w % senders.length];
       try {
         const r = await node.send('account', ids[i], { type: 'DEPOSIT', amount: 1 }, { commandId: `load-${w}-${seq}` });
         // Each command id is sent once; `duplicate` only says the router retried it (a
@@ -169,9 +169,9 @@ async function run(rig: Rig, targetSeconds: number, controlMs?: number) {
   // Warm up for 3 s, then measure the steady rate over 4 s (1 s samples right after the
   // preload varied by a third from run to run; after a 1 s warm-up the control, with no
   // node joining, read 0.76-1.01, after 3 s 0.92-1.19; two consecutive 2 s windows
-  // differed by up to a fifth, so the rate before is taken over 4 s). Both windows start from a
-  // collected heap: a major collection of this heap stops everything for 0.1-0.2 s, and
-  // whichever window it fell in lost up to a tenth of its rate.
+  // differed by up to a fifth, hence 4 s). Both windows start from a collected heap: a
+  // major collection of this heap stops everything for 0.1-0.2 s, and whichever window
+  // it fell in lost up to a tenth of its rate.
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   /** Commands per second over `ms`, from a collected heap. */
   const rate = async (ms: number) => {
