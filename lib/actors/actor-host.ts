@@ -15,7 +15,7 @@ import { ClosedError, ConcurrencyError, UnknownActorTypeError } from '../errors.
 import { validateActorId } from '../subjects.js';
 import { ActorType, type ExecutableAction } from './actor-type.js';
 import { Reply, ResidentActor, type Envelope } from './resident-actor.js';
-import type { RecentCommandLists } from '../codec/routing.js';
+import type { RecentCommandHashes, RecentCommandLists } from '../codec/routing.js';
 
 /** An actor's state as a live migration carries it between nodes. */
 export interface ActorCapture {
@@ -23,7 +23,8 @@ export interface ActorCapture {
   readonly sequence: number;
   readonly fingerprint: string;
   readonly state: unknown;
-  readonly recentCommands: RecentCommandLists;
+  /** A capture carries hashes; an install takes either (sources before hashes sent ids). */
+  readonly recentCommands: RecentCommandHashes | RecentCommandLists;
 }
 
 export interface ActorHostOptions {
@@ -159,7 +160,7 @@ export class ActorHost {
       sequence: actor.sequence,
       fingerprint: actorType.fingerprint,
       state: actorType.persist(actor.snapshot),
-      recentCommands: actor.recentCommandLists(),
+      recentCommands: actor.recentCommandHashes(),
     };
   }
 
@@ -179,8 +180,9 @@ export class ActorHost {
     actor.version = capture.version;
     actor.sequence = capture.sequence;
     actor.snapshotVersion = capture.version;
-    const { ids, versions } = capture.recentCommands;
-    for (let i = 0; i < ids.length; i++) actor.remember(ids[i], versions[i], this.window);
+    const recent = capture.recentCommands;
+    if ('hashes' in recent) actor.rememberHashes(recent.hashes, recent.versions, this.window);
+    else for (let i = 0; i < recent.ids.length; i++) actor.remember(recent.ids[i], recent.versions[i], this.window);
     actor.loaded = true;
     actor.lastUsed = Date.now();
     let byId = this.residents.get(type);
@@ -231,6 +233,16 @@ export class ActorHost {
         }
         const batch = actor.mailbox.length <= this.maxBatch ? actor.mailbox : actor.mailbox.slice(0, this.maxBatch);
         actor.mailbox = batch === actor.mailbox ? [] : actor.mailbox.slice(this.maxBatch);
+        const unresolved = actor.unresolvedFor(batch);
+        if (unresolved) {
+          try {
+            await this.resolveCommands(actor, unresolved);
+          } catch (error) {
+            // Nothing is decided without the ids: these commands fail, the actor stays.
+            for (const envelope of batch) envelope.reject(error);
+            continue;
+          }
+        }
         await this.process(type, actor, batch);
       }
     } finally {
@@ -249,6 +261,19 @@ export class ActorHost {
     const mailbox = actor.mailbox;
     actor.mailbox = [];
     for (const envelope of mailbox) envelope.reject(error);
+  }
+
+  /**
+   * Learns, from the events in the store, the ids of the commands a migration carried by
+   * hash only (versions `from` to `to`): the event at a version holds the id of the
+   * command that produced it. Only when a command's hash matches one of them.
+   */
+  private async resolveCommands(actor: ResidentActor, { from, to }: { from: number; to: number }): Promise<void> {
+    const stored = new Map<number, string>();
+    for await (const e of this.options.store.read({ type: actor.type, id: actor.id }, { fromVersion: from - 1 })) {
+      if (e.version <= to) stored.set(e.version, e.commandId);
+    }
+    actor.resolveCommands(stored);
   }
 
   /** Recovers the actor (snapshot + replay), or catches a stale one up with the store. */
@@ -378,7 +403,9 @@ export class ActorHost {
       for (const action of actions) this.execute(action, actor);
       if (events.length > 0) {
         this.publish(actor, events, commandIds, sequence);
-        if (this.snapshotEvery > 0 && actor.version - actor.snapshotVersion >= this.snapshotEvery) this.saveSnapshot(type, actor);
+        // A snapshot must hold every remembered id: none is saved while some are known by
+        // hash alone (a migration's), until they are resolved or have left the window.
+        if (this.snapshotEvery > 0 && actor.version - actor.snapshotVersion >= this.snapshotEvery && actor.commandsResolved) this.saveSnapshot(type, actor);
       }
       for (let i = 0; i < batch.length; i++) {
         const v = versions[i];

@@ -70,8 +70,36 @@ export class ResidentActor {
     else this.recent = new RecentCommands(commandId, version);
   }
 
+  /** Remembers commands known by hash only, as a migration carries them (oldest first). */
+  rememberHashes(hashes: readonly number[], versions: readonly number[], window: number): void {
+    if (!(window >= 1)) return;
+    this.recent = RecentCommands.fromHashes(hashes, versions, window);
+  }
+
   appliedVersion(commandId: string): number | undefined {
     return this.recent?.versionOf(commandId);
+  }
+
+  /**
+   * The versions whose ids the store must tell before `commands` can be checked against
+   * those remembered: some command's hash matches one known by hash alone (undefined when
+   * none does).
+   */
+  unresolvedFor(commands: readonly Envelope[]): { from: number; to: number } | undefined {
+    const recent = this.recent;
+    if (!recent || recent.resolved) return undefined;
+    for (const envelope of commands) if (!envelope.generated && recent.mayBeUnresolved(envelope.commandId)) return recent.unresolvedVersions();
+    return undefined;
+  }
+
+  /** Every remembered id is known (see `RecentCommands.resolve`). */
+  get commandsResolved(): boolean {
+    return this.recent?.resolved ?? true;
+  }
+
+  /** See `RecentCommands.resolve`. */
+  resolveCommands(stored: ReadonlyMap<number, string>): void {
+    this.recent?.resolve(stored);
   }
 
   /** Recently applied command ids with their versions, oldest first. */
@@ -80,9 +108,14 @@ export class ResidentActor {
     return ids.map((id, i) => [id, versions[i]]);
   }
 
-  /** The same, as a migration carries them: ids and versions in two lists. */
+  /** The same, in two lists. */
   recentCommandLists(): { ids: string[]; versions: number[] } {
     return this.recent ? this.recent.lists() : { ids: [], versions: [] };
+  }
+
+  /** As a migration carries them: each id's hash and version, in two lists. */
+  recentCommandHashes(): { hashes: number[]; versions: number[] } {
+    return this.recent ? this.recent.hashLists() : { hashes: [], versions: [] };
   }
 
   forget(): void {

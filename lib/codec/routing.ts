@@ -61,7 +61,8 @@ export interface MigrationRequest {
   readonly fingerprint: string;
   /** `machine.getPersistedSnapshot(...)`. */
   readonly state: unknown;
-  readonly recentCommands: RecentCommandLists;
+  /** What a source sends: `RecentCommandHashes`; earlier sources sent `RecentCommandLists`, still accepted. */
+  readonly recentCommands: RecentCommandHashes | RecentCommandLists;
   readonly from: string;
   /** Shard-map epoch in which the actor's shard moved. */
   readonly epoch: number;
@@ -111,16 +112,38 @@ export type NodeRequest = RouteRequest | MigrationRequest | MigrationBatch | Sha
  * produced (`versions[i]` for `ids[i]`), so that its new owner answers a retried command
  * as a duplicate. Two lists rather than a pair per command: with an actor's usual few
  * dozen ids, the pairs were half the bytes of a migration and most of its encoding,
- * decoding and checking (an array each).
+ * decoding and checking (an array each). Sources before `RecentCommandHashes` sent this;
+ * a destination still installs it.
  */
 export interface RecentCommandLists {
   readonly ids: readonly string[];
   readonly versions: readonly number[];
 }
 
-function isRecentCommandLists(value: unknown): value is RecentCommandLists {
-  if (!isRecord(value) || !Array.isArray(value.ids) || !Array.isArray(value.versions) || value.ids.length !== value.versions.length) return false;
-  const { ids, versions } = value as { ids: unknown[]; versions: unknown[] };
+/**
+ * The same commands by hash (`hashOf` in `actors/recent-commands.ts`: FNV-1a over the
+ * id's UTF-16 code units, cut to 30 bits), oldest first, `versions[i]` for `hashes[i]`.
+ * Small integers only: encoding them reads none of the ids, which lie scattered across
+ * the source's heap. The destination reads an id from the store (the event at its
+ * version) only when a command's hash matches (ARCHITECTURE.md, "Migrations carry
+ * hashes").
+ */
+export interface RecentCommandHashes {
+  readonly hashes: readonly number[];
+  readonly versions: readonly number[];
+}
+
+function isRecentCommands(value: unknown): value is RecentCommandHashes | RecentCommandLists {
+  if (!isRecord(value) || !Array.isArray(value.versions)) return false;
+  const versions = value.versions as unknown[];
+  if (Array.isArray(value.hashes) && value.ids === undefined) {
+    const hashes = value.hashes as unknown[];
+    if (hashes.length !== versions.length) return false;
+    for (let i = 0; i < hashes.length; i++) if (!isNonNegativeInteger(hashes[i]) || (hashes[i] as number) >= 2 ** 30 || !isNonNegativeInteger(versions[i])) return false;
+    return true;
+  }
+  if (!Array.isArray(value.ids) || value.hashes !== undefined || value.ids.length !== versions.length) return false;
+  const ids = value.ids as unknown[];
   for (let i = 0; i < ids.length; i++) if (typeof ids[i] !== 'string' || !isNonNegativeInteger(versions[i])) return false;
   return true;
 }
@@ -135,7 +158,7 @@ export function isMigrationRequest(value: unknown): value is MigrationRequest {
     isNonNegativeInteger(value.sequence) &&
     typeof value.fingerprint === 'string' &&
     isRecord(value.state) &&
-    isRecentCommandLists(value.recentCommands) &&
+    isRecentCommands(value.recentCommands) &&
     typeof value.from === 'string' &&
     isNonNegativeInteger(value.epoch)
   );

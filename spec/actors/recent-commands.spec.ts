@@ -74,4 +74,76 @@ describe('RecentCommands', () => {
       expect(Number.isInteger(hash) && hash >= 0 && hash < 2 ** 30, id).to.equal(true);
     }
   });
+
+  describe('known by hash (as a migration carries them)', () => {
+    const ids = Array.from({ length: 10 }, (_, i) => `load-${i}`);
+    const versions = ids.map((_, i) => i + 3);
+    const stored = new Map(ids.map((id, i) => [versions[i], id]));
+    const carried = () => {
+      const source = new RecentCommands(ids[0], versions[0]);
+      for (let i = 1; i < ids.length; i++) source.add(ids[i], versions[i], 128);
+      return source.hashLists();
+    };
+
+    it('carries hashes and versions, oldest first, and nothing answers by id until resolved', () => {
+      const lists = carried();
+      expect(lists).to.deep.equal({ hashes: ids.map(hashOf), versions });
+      const recent = RecentCommands.fromHashes(lists.hashes, lists.versions, 128)!;
+      expect(recent.resolved).to.equal(false);
+      for (const id of ids) {
+        expect(recent.versionOf(id)).to.equal(undefined);
+        expect(recent.mayBeUnresolved(id)).to.equal(true);
+      }
+      expect(recent.mayBeUnresolved('never-sent')).to.equal(false);
+      expect(recent.unresolvedVersions()).to.deep.equal({ from: 3, to: 12 });
+      expect(recent.hashLists()).to.deep.equal(lists);
+      recent.resolve(stored);
+      expect(recent.resolved).to.equal(true);
+      expect(recent.unresolvedVersions()).to.equal(undefined);
+      expect(ids.map((id) => recent.versionOf(id))).to.deep.equal(versions);
+      expect(recent.lists()).to.deep.equal({ ids, versions });
+    });
+
+    it('drops a slot the store has no event for, or whose stored id has another hash', () => {
+      const lists = carried();
+      const recent = RecentCommands.fromHashes(lists.hashes, lists.versions, 128)!;
+      const partial = new Map(stored);
+      partial.delete(5);
+      partial.set(6, 'another-id');
+      recent.resolve(partial);
+      expect(recent.resolved).to.equal(true);
+      expect(recent.versionOf(ids[2])).to.equal(undefined);
+      expect(recent.versionOf(ids[3])).to.equal(undefined);
+      expect(recent.versionOf('another-id')).to.equal(undefined);
+      expect(recent.mayBeUnresolved(ids[2])).to.equal(false);
+      expect(recent.versionOf(ids[4])).to.equal(7);
+      const kept = ids.filter((_, i) => i !== 2 && i !== 3);
+      expect(recent.lists()).to.deep.equal({ ids: kept, versions: versions.filter((_, i) => i !== 2 && i !== 3) });
+      expect(recent.hashLists().hashes).to.deep.equal(kept.map(hashOf));
+    });
+
+    it('keeps the newest `window` of them, and is resolved once new ids have pushed them all out', () => {
+      const lists = carried();
+      const recent = RecentCommands.fromHashes(lists.hashes, lists.versions, 4)!;
+      expect(recent.hashLists()).to.deep.equal({ hashes: lists.hashes.slice(-4), versions: versions.slice(-4) });
+      expect(RecentCommands.fromHashes([], [], 4)).to.equal(undefined);
+      for (let i = 0; i < 3; i++) recent.add(`new-${i}`, 13 + i, 4);
+      expect(recent.resolved).to.equal(false);
+      expect(recent.unresolvedVersions()).to.deep.equal({ from: 12, to: 12 });
+      recent.add('new-3', 16, 4);
+      expect(recent.resolved).to.equal(true);
+      expect(recent.lists()).to.deep.equal({ ids: ['new-0', 'new-1', 'new-2', 'new-3'], versions: [13, 14, 15, 16] });
+    });
+
+    it('keeps unknown slots unknown when the window shrinks', () => {
+      const lists = carried();
+      const recent = RecentCommands.fromHashes(lists.hashes, lists.versions, 128)!;
+      recent.add('new', 13, 3);
+      expect(recent.hashLists()).to.deep.equal({ hashes: [hashOf(ids[8]), hashOf(ids[9]), hashOf('new')], versions: [11, 12, 13] });
+      expect(recent.unresolvedVersions()).to.deep.equal({ from: 11, to: 12 });
+      expect(recent.versionOf('new')).to.equal(13);
+      recent.resolve(stored);
+      expect(recent.lists()).to.deep.equal({ ids: [ids[8], ids[9], 'new'], versions: [11, 12, 13] });
+    });
+  });
 });

@@ -7,6 +7,7 @@ import { Journal } from '../../lib/cluster/journal.js';
 import { decode, encode, isRecord } from '../../lib/codec/codec.js';
 import { isMigrationBatchReply, isNodeRequest, type MigrationRequest, type NodeRequest } from '../../lib/codec/routing.js';
 import { ActorHost } from '../../lib/actors/actor-host.js';
+import { hashOf } from '../../lib/actors/recent-commands.js';
 import { LocalEventBus } from '../../lib/eventbus/local.js';
 import { MemoryEventStore } from '../../lib/eventstore/memory.js';
 import { MemoryTransport } from '../../lib/cluster/transport/memory.js';
@@ -256,7 +257,7 @@ describe('migration requests on the wire', () => {
     expect(await ask(encodeRaw({ ...base, state: undefined }))).to.include({ kind: 'error', code: 'DECODE' });
     expect(await ask(encodeRaw({ ...base, version: -1 }))).to.include({ kind: 'error', code: 'DECODE' });
     // Recent commands as pairs (the old shape), with lists of different lengths, or an id that is not a string.
-    for (const recentCommands of [[['c', 1]], { ids: ['c', 'd'], versions: [1] }, { ids: [7], versions: [1] }, { ids: ['c'], versions: [-1] }]) {
+    for (const recentCommands of [[['c', 1]], { ids: ['c', 'd'], versions: [1] }, { ids: [7], versions: [1] }, { ids: ['c'], versions: [-1] }, { hashes: [1, 2], versions: [1] }, { hashes: ['c'], versions: [1] }, { hashes: [2 ** 30], versions: [1] }, { hashes: [-1], versions: [1] }, { hashes: [1], ids: ['c'], versions: [1] }]) {
       expect(await ask(encodeRaw({ ...base, recentCommands }))).to.include({ kind: 'error', code: 'DECODE' });
     }
     const polluting = `{"json":${JSON.stringify({ ...base, recentCommands: { ids: ['c'], versions: ['not-a-version'] } }).replace('{', '{"__proto__":{"polluted":true},')}}`;
@@ -293,18 +294,18 @@ describe('migration batch replies', () => {
 describe('MigrationCoordinator (destination side)', () => {
   const map = (owners: (string | null)[], epoch = 2): ShardMap => ({ epoch, shardCount: owners.length, owners, leader: 'a', time: 0, revision: epoch });
 
-  function destination(options: { maxBuffered?: number; holdMs?: number } = {}) {
+  function destination(options: { maxBuffered?: number; holdMs?: number; snapshotEvery?: number } = {}) {
     const store = new MemoryEventStore();
-    const host = new ActorHost({ namespace: 'bank', nodeId: 'b', actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
+    const host = new ActorHost({ namespace: 'bank', nodeId: 'b', actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0, snapshotEvery: options.snapshotEvery });
     const shardMap = { current: map(['b']), refresh: async () => undefined };
     const coordinator = new MigrationCoordinator({ nodeId: 'b', host, transport: new MemoryTransport(), shardMap, isLive: () => true, maxPayload: 1 << 20, ...options });
     return { store, host, shardMap, coordinator };
   }
 
-  async function capturedFrom(deposits: number[]) {
+  async function capturedFrom(deposits: number[], commandIds = deposits.map((amount) => `c${amount}`)) {
     const store = new MemoryEventStore();
     const source = new ActorHost({ namespace: 'bank', nodeId: 'a', actors: { account }, store, bus: new LocalEventBus('bank'), passivateAfterMs: 0 });
-    for (const amount of deposits) await source.dispatch('account', 'acc', { type: 'DEPOSIT', amount }, `c${amount}`);
+    for (const [i, amount] of deposits.entries()) await source.dispatch('account', 'acc', { type: 'DEPOSIT', amount }, commandIds[i]);
     await source.whenIdle('account', 'acc');
     const capture = source.capture('account', 'acc');
     if (!capture) throw new Error('an idle resident actor must be capturable');
@@ -325,6 +326,87 @@ describe('MigrationCoordinator (destination side)', () => {
     expect(read.callCount).to.equal(0);
     const retry = await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 2 }, 'c2');
     expect(retry).to.include({ duplicate: true, version: 2 });
+    await host.close();
+  });
+
+  /** Copies the source's events into the destination's store, as a shared store would hold them. */
+  async function copyEvents(from: MemoryEventStore, to: MemoryEventStore) {
+    for await (const e of from.read({ type: 'account', id: 'acc' })) await to.append({ type: 'account', id: 'acc' }, [e.event], { expectedVersion: e.version - 1, commandIds: [e.commandId] });
+  }
+
+  /** Two command ids with one hash. */
+  function collidingIds(): [string, string] {
+    const seen = new Map<number, string>();
+    for (let i = 0; ; i++) {
+      const id = `cmd-${i}`;
+      const other = seen.get(hashOf(id));
+      if (other !== undefined) return [other, id];
+      seen.set(hashOf(id), id);
+    }
+  }
+
+  it('carries recent commands by hash; the destination reads their ids from the store once, when a hash matches, and never takes a hash for an id', async () => {
+    const [first, second] = collidingIds();
+    const { capture, store: sourceStore } = await capturedFrom([1, 2], [first, 'c2']);
+    expect(capture.recentCommands).to.deep.equal({ hashes: [hashOf(first), hashOf('c2')], versions: [1, 2] });
+    const { host, store, coordinator } = destination();
+    await copyEvents(sourceStore, store);
+    expect(await coordinator.handleMigrationRequest({ kind: 'migrate', type: 'account', id: 'acc', from: 'a', epoch: 2, ...capture })).to.deep.equal({ kind: 'ack', installed: true });
+    const read = sinon.spy(store, 'read');
+    // A new command whose hash is that of a carried one: the store tells it apart.
+    const fresh = await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 5 }, second);
+    expect(fresh).to.include({ accepted: true, duplicate: false, version: 3 });
+    expect(read.callCount).to.equal(1);
+    expect(await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 1 }, first)).to.include({ duplicate: true, version: 1 });
+    expect(await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 2 }, 'c2')).to.include({ duplicate: true, version: 2 });
+    expect(await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 5 }, second)).to.include({ duplicate: true, version: 3 });
+    expect(read.callCount).to.equal(1);
+    expect((await host.dispatch('account', 'acc', undefined, undefined)).snapshot.context.balance).to.equal(8);
+    await host.close();
+  });
+
+  it('still installs recent commands carried as ids (a source from before hashes), answering retries without the store', async () => {
+    const { capture, store: sourceStore } = await capturedFrom([1, 2, 3]);
+    const { host, store, coordinator } = destination();
+    await copyEvents(sourceStore, store);
+    const legacy = { ...capture, recentCommands: { ids: ['c1', 'c2', 'c3'], versions: [1, 2, 3] } };
+    expect(await coordinator.handleMigrationRequest({ kind: 'migrate', type: 'account', id: 'acc', from: 'a', epoch: 2, ...legacy })).to.deep.equal({ kind: 'ack', installed: true });
+    const read = sinon.spy(store, 'read');
+    expect(await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 2 }, 'c2')).to.include({ duplicate: true, version: 2 });
+    expect(read.callCount).to.equal(0);
+    await host.close();
+  });
+
+  it('fails only the commands waiting on an unreadable store to resolve carried ids; the actor keeps serving and resolves on the next try', async () => {
+    const { capture, store: sourceStore } = await capturedFrom([1, 2, 3]);
+    const { host, store, coordinator } = destination();
+    await copyEvents(sourceStore, store);
+    await coordinator.handleMigrationRequest({ kind: 'migrate', type: 'account', id: 'acc', from: 'a', epoch: 2, ...capture });
+    const read = sinon.stub(store, 'read').callsFake(() => {
+      throw new Error('store down');
+    });
+    let failure: unknown;
+    await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 3 }, 'c3').catch((error: unknown) => (failure = error));
+    expect(failure).to.be.instanceOf(Error).with.property('message', 'store down');
+    expect(await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 4 }, undefined)).to.include({ accepted: true, version: 4 });
+    read.restore();
+    expect(await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 3 }, 'c3')).to.include({ duplicate: true, version: 3 });
+    expect((await host.dispatch('account', 'acc', undefined, undefined)).snapshot.context.balance).to.equal(10);
+    await host.close();
+  });
+
+  it('saves no snapshot while carried ids are unresolved, so a snapshot always holds every remembered id', async () => {
+    const { capture, store: sourceStore } = await capturedFrom([1, 2, 3]);
+    const { host, store, coordinator } = destination({ snapshotEvery: 1 });
+    await copyEvents(sourceStore, store);
+    await coordinator.handleMigrationRequest({ kind: 'migrate', type: 'account', id: 'acc', from: 'a', epoch: 2, ...capture });
+    const save = sinon.spy(store, 'saveSnapshot');
+    await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 4 }, 'c4');
+    expect(save.callCount).to.equal(0);
+    expect(await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 1 }, 'c1')).to.include({ duplicate: true, version: 1 });
+    await host.dispatch('account', 'acc', { type: 'DEPOSIT', amount: 5 }, 'c5');
+    expect(save.callCount).to.equal(1);
+    expect(save.firstCall.args[1].recentCommands).to.deep.equal([['c1', 1], ['c2', 2], ['c3', 3], ['c4', 4], ['c5', 5]]);
     await host.close();
   });
 
