@@ -271,7 +271,8 @@ export class ActorHost {
   private async resolveCommands(actor: ResidentActor, { from, to }: { from: number; to: number }): Promise<void> {
     const stored = new Map<number, string>();
     for await (const e of this.options.store.read({ type: actor.type, id: actor.id }, { fromVersion: from - 1 })) {
-      if (e.version <= to) stored.set(e.version, e.commandId);
+      if (e.version > to) break;
+      stored.set(e.version, e.commandId);
     }
     actor.resolveCommands(stored);
   }

@@ -65,7 +65,7 @@ export class RecentCommands {
       entries.push(hashOf(commandId), commandId, version);
     } else {
       const slot = 3 * (this.added % size);
-      if (this.unknown > 0 && entries[slot + 1] === undefined && entries[slot] !== -1) this.unknown--;
+      if (this.unknown > 0 && this.unknownAt(slot)) this.unknown--;
       entries[slot] = hashOf(commandId);
       entries[slot + 1] = commandId;
       entries[slot + 2] = version;
@@ -103,7 +103,7 @@ export class RecentCommands {
     let to = 0;
     const entries = this.entries;
     for (let i = 0; i < entries.length; i += 3) {
-      if (entries[i + 1] !== undefined || entries[i] === -1) continue;
+      if (!this.unknownAt(i)) continue;
       const version = entries[i + 2] as number;
       if (version < from) from = version;
       if (version > to) to = version;
@@ -119,7 +119,7 @@ export class RecentCommands {
   resolve(stored: ReadonlyMap<number, string>): void {
     const entries = this.entries;
     for (let i = 0; i < entries.length; i += 3) {
-      if (entries[i + 1] !== undefined || entries[i] === -1) continue;
+      if (!this.unknownAt(i)) continue;
       const id = stored.get(entries[i + 2] as number);
       if (id !== undefined && hashOf(id) === entries[i]) entries[i + 1] = id;
       else entries[i] = -1;
@@ -162,6 +162,11 @@ export class RecentCommands {
       versions.push(this.entries[3 * slot + 2] as number);
     }
     return { hashes, versions };
+  }
+
+  /** Whether the slot at `i` holds an id known by hash only, not resolved or dropped yet. */
+  private unknownAt(i: number): boolean {
+    return this.entries[i + 1] === undefined && this.entries[i] !== -1;
   }
 
   /** Slots oldest first, ids `undefined` where not known. */
