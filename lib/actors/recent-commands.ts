@@ -31,13 +31,20 @@ export class RecentCommands {
    */
   private readonly entries: (number | string | undefined)[];
   /** Ids added so far. */
-  private added = 1;
+  private added: number;
   /** Slots whose id is not known yet. */
-  private unknown = 0;
+  private unknown: number;
 
-  /** Starts with `commandId` remembered (an empty ring is never made). */
-  constructor(commandId: string, version: number) {
-    this.entries = [hashOf(commandId), commandId, version];
+  /** A ring of `entries` (oldest first, none empty), `unknown` of them known by hash only. */
+  private constructor(entries: (number | string | undefined)[], unknown: number) {
+    this.entries = entries;
+    this.added = entries.length / 3;
+    this.unknown = unknown;
+  }
+
+  /** A ring with `commandId` remembered (an empty ring is never made). */
+  static of(commandId: string, version: number): RecentCommands {
+    return new RecentCommands([hashOf(commandId), commandId, version], 0);
   }
 
   /**
@@ -47,13 +54,9 @@ export class RecentCommands {
   static fromHashes(hashes: readonly number[], versions: readonly number[], window: number): RecentCommands | undefined {
     const from = Math.max(0, hashes.length - window);
     if (from >= hashes.length) return undefined;
-    const recent = new RecentCommands('', 0);
-    const entries = recent.entries;
-    entries.length = 0;
+    const entries: (number | undefined)[] = [];
     for (let i = from; i < hashes.length; i++) entries.push(hashes[i], undefined, versions[i]);
-    recent.added = hashes.length - from;
-    recent.unknown = recent.added;
-    return recent;
+    return new RecentCommands(entries, hashes.length - from);
   }
 
   /** Remembers `commandId`; past `window` ids, the oldest is forgotten. */

@@ -67,7 +67,7 @@ export class ResidentActor {
   remember(commandId: string, version: number, window: number): void {
     if (!(window >= 1)) return;
     if (this.recent) this.recent.add(commandId, version, window);
-    else this.recent = new RecentCommands(commandId, version);
+    else this.recent = RecentCommands.of(commandId, version);
   }
 
   /** Remembers commands known by hash only, as a migration carries them (oldest first). */

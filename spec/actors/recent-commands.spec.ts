@@ -34,7 +34,7 @@ describe('RecentCommands', () => {
   });
 
   it('keeps the newest ids, oldest first, when the window shrinks', () => {
-    const recent = new RecentCommands('c1', 1);
+    const recent = RecentCommands.of('c1', 1);
     for (let i = 2; i <= 10; i++) recent.add(`c${i}`, i, 8);
     recent.add('c11', 11, 3);
     expect(recent.lists()).to.deep.equal({ ids: ['c9', 'c10', 'c11'], versions: [9, 10, 11] });
@@ -62,7 +62,7 @@ describe('RecentCommands', () => {
     }
     const [first, second] = pair;
     expect(hashOf(first)).to.equal(hashOf(second));
-    const recent = new RecentCommands(first, 4);
+    const recent = RecentCommands.of(first, 4);
     expect(recent.versionOf(second)).to.equal(undefined);
     recent.add(second, 5, 128);
     expect([recent.versionOf(first), recent.versionOf(second)]).to.deep.equal([4, 5]);
@@ -80,7 +80,7 @@ describe('RecentCommands', () => {
     const versions = ids.map((_, i) => i + 3);
     const stored = new Map(ids.map((id, i) => [versions[i], id]));
     const carried = () => {
-      const source = new RecentCommands(ids[0], versions[0]);
+      const source = RecentCommands.of(ids[0], versions[0]);
       for (let i = 1; i < ids.length; i++) source.add(ids[i], versions[i], 128);
       return source.hashLists();
     };
